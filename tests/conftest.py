@@ -1,0 +1,107 @@
+"""Shared fixtures: the app on SQLite (default) or PostgreSQL (DATABASE_URL), a client, and
+helpers that turn "not available here" into a skip on a laptop and a failure in CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from webapp import create_app
+from webapp.extensions import db
+
+REQUIRED = {
+    "postgres": "PREFLIGHT_REQUIRE_POSTGRES",
+    "redis": "PREFLIGHT_REQUIRE_REDIS",
+    "browser": "PREFLIGHT_REQUIRE_BROWSER",
+}
+
+
+def need(resource: str, available: bool, reason: str) -> None:
+    """Skip when `resource` is missing, unless CI set the variable that makes it required."""
+    if available:
+        return
+    if os.environ.get(REQUIRED[resource]) == "1":
+        pytest.fail(f"{resource} is required here ({REQUIRED[resource]}=1) but {reason}")
+    pytest.skip(f"{resource} not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory):
+    instance = tmp_path_factory.mktemp("instance")
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{instance / 'test.sqlite3'}"
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+    app = create_app({
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "WTF_CSRF_ENABLED": False,
+        "RATELIMIT_ENABLED": False,
+        "HUEY_IMMEDIATE": True,
+        "SERVER_NAME": None,
+    })
+    app.instance_path = str(instance)
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+    shutil.rmtree(instance, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _clean_database(request):
+    """Every test starts with empty tables (cheaper than rebuilding the schema)."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    app = request.getfixturevalue("app")
+    with app.app_context():
+        yield
+        db.session.remove()
+        with db.engine.begin() as connection:
+            for table in reversed(db.metadata.sorted_tables):
+                connection.execute(table.delete())
+    from webapp import catalog
+
+    catalog._seen_files.clear()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class Auth:
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, user, password: str = "correct horse battery"):
+        return self.client.post("/login", data={"email": user.email, "password": password})
+
+    def logout(self):
+        return self.client.post("/logout")
+
+
+@pytest.fixture
+def auth(client):
+    return Auth(client)
+
+
+@pytest.fixture
+def is_postgres(app) -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
+REPO = Path(__file__).resolve().parents[1]

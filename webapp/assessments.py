@@ -1,0 +1,383 @@
+"""Assessments: start, answer, evidence, waivers, upgrade, compare. Flush, never commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+
+from webapp import audit, catalog, scoring
+from webapp.checklists import Checklist, Item, carry_over_keys, diff_checklists
+from webapp.extensions import db
+from webapp.models import (
+    Answer,
+    AnswerChange,
+    Assessment,
+    ChecklistVersion,
+    Evidence,
+    ScoreSnapshot,
+    Service,
+    User,
+    Waiver,
+    utcnow,
+)
+
+MAX_NOTE_CHARS = 20_000
+MAX_WAIVER_DAYS = 366
+
+
+class AssessmentError(ValueError):
+    """A rule about assessments was broken; the message is fit to show the user."""
+
+
+class AnswerConflict(AssessmentError):
+    """Someone else saved this item since the form was loaded."""
+
+    def __init__(self, answer: Answer):
+        who = answer.answered_by.name if answer.answered_by else "someone"
+        super().__init__(f"{who} changed this item while you were editing it. "
+                         "Their answer is shown; yours was not saved.")
+        self.answer = answer
+
+
+def checklist_for(assessment: Assessment) -> Checklist:
+    return catalog.checklist_of(assessment.checklist_version)
+
+
+def answers_by_key(assessment: Assessment) -> dict[str, Answer]:
+    return {answer.item_key: answer for answer in assessment.answers}
+
+
+# Reading --------------------------------------------------------------------------------
+
+def _answer_state(answer: Answer | None) -> scoring.AnswerState:
+    if answer is None:
+        return scoring.UNANSWERED
+    approved = [w for w in answer.waivers if w.state == "approved"]
+    expires = max((w.expires_at for w in approved), default=None)
+    return scoring.AnswerState(status=answer.status, waiver_expires_at=expires)
+
+
+def scorecard(assessment: Assessment, now: datetime | None = None) -> scoring.ScoreCard:
+    checklist = checklist_for(assessment)
+    states = {key: _answer_state(answer) for key, answer in answers_by_key(assessment).items()}
+    return scoring.score_assessment(
+        checklist.items, states, tier=assessment.service.tier,
+        ready_threshold=checklist.thresholds.ready,
+        conditions_threshold=checklist.thresholds.conditions, now=now)
+
+
+@dataclass(frozen=True)
+class DashboardRow:
+    service: Service
+    assessment: Assessment | None
+    card: scoring.ScoreCard | None
+    trend: list[float]
+
+
+def dashboard_row(service: Service) -> DashboardRow:
+    latest = next((a for a in service.assessments if a.state != "superseded"), None)
+    trend = list(db.session.scalars(
+        select(ScoreSnapshot.score).where(ScoreSnapshot.service_id == service.id)
+        .order_by(ScoreSnapshot.at.desc()).limit(20)))[::-1]
+    return DashboardRow(service, latest, scorecard(latest) if latest else None, trend)
+
+
+# Starting ------------------------------------------------------------------------------
+
+def start_assessment(service: Service, version: ChecklistVersion, actor: User,
+                     copy_from: Assessment | None = None) -> Assessment:
+    """A new draft against `version`; with `copy_from`, its answers carry over by item key."""
+    if service.lifecycle == "retired":
+        raise AssessmentError("A retired service cannot be assessed.")
+    assessment = Assessment(service=service, checklist_version=version, created_by_id=actor.id,
+                            copied_from_id=copy_from.id if copy_from else None)
+    db.session.add(assessment)
+    db.session.flush()
+    if copy_from is not None:
+        _copy_answers(copy_from, assessment, carry_over_keys(checklist_for(copy_from),
+                                                             catalog.checklist_of(version)), actor)
+    audit.record(actor, "assessment.start", assessment,
+                 after={"checklist": version.slug, "version": version.version,
+                        "copied_from": copy_from.id if copy_from else None},
+                 service_id=service.id, team_id=service.team_id)
+    write_snapshot(assessment)
+    return assessment
+
+
+def _copy_answers(source: Assessment, target: Assessment, keys: dict[str, str], actor: User) -> None:
+    old = answers_by_key(source)
+    for new_key, old_key in keys.items():
+        previous = old.get(old_key)
+        if previous is None or previous.status is None:
+            continue
+        answer = Answer(assessment=target, item_key=new_key, status=previous.status,
+                        note=previous.note, source=previous.source,
+                        answered_by_id=previous.answered_by_id, answered_at=previous.answered_at)
+        for item in previous.evidence:
+            answer.evidence.append(Evidence(url=item.url, title=item.title, added_by_id=item.added_by_id,
+                                            checked_at=item.checked_at, check_ok=item.check_ok,
+                                            check_error=item.check_error))
+        answer.changes.append(AnswerChange(from_status=None, to_status=previous.status, note=previous.note,
+                                           source="manual", changed_by_id=actor.id))
+        db.session.add(answer)
+    db.session.flush()
+
+
+# Answering -----------------------------------------------------------------------------
+
+def _require_open(assessment: Assessment) -> None:
+    if not assessment.is_open:
+        raise AssessmentError(f"This assessment is {assessment.state.replace('_', ' ')}; "
+                              "it can no longer be changed. Start a re-assessment instead.")
+
+
+def _item(assessment: Assessment, item_key: str) -> Item:
+    item = checklist_for(assessment).item(item_key)
+    if item is None:
+        raise AssessmentError(f"“{item_key}” is not an item of this checklist.")
+    if not item.applies_to(assessment.service.tier):
+        raise AssessmentError(f"“{item.title}” does not apply to tier {assessment.service.tier} services.")
+    return item
+
+
+def answer_for(assessment: Assessment, item_key: str) -> Answer | None:
+    return db.session.scalar(select(Answer).where(Answer.assessment_id == assessment.id,
+                                                  Answer.item_key == item_key))
+
+
+def _get_or_create_answer(assessment: Assessment, item_key: str) -> Answer:
+    answer = answer_for(assessment, item_key)
+    if answer is None:
+        answer = Answer(assessment_id=assessment.id, item_key=item_key, status=None, note="",
+                        source="manual")
+        db.session.add(answer)
+        db.session.flush()
+    return answer
+
+
+def record_answer(assessment: Assessment, item_key: str, status: str | None, note: str,
+                  author: User, *, expected_version: int | None = None) -> Answer:
+    """Set an item's status and note, keeping the change in its history.
+
+    `expected_version` is the answer version the person's form was made from (0 for "no
+    answer yet"); if someone saved since, AnswerConflict carries their answer.
+    """
+    _require_open(assessment)
+    item = _item(assessment, item_key)
+    note = (note or "").strip()
+    if status is not None and status not in scoring.STATUSES:
+        raise AssessmentError(f"“{status}” is not a status; use met, partial, not met or n/a.")
+    if len(note) > MAX_NOTE_CHARS:
+        raise AssessmentError(f"The note is too long ({len(note):,} characters; at most {MAX_NOTE_CHARS:,}).")
+    if status == scoring.N_A and not note:
+        raise AssessmentError("Say why this item does not apply: N/A needs a reason in the note.")
+    answer = answer_for(assessment, item_key)
+    current_version = answer.version if answer and answer.status is not None else 0
+    if expected_version is not None and answer is not None and expected_version != current_version:
+        raise AnswerConflict(answer)
+    if item.probe and answer is not None and answer.source == "probe" and status != answer.status and not note:
+        raise AssessmentError("This answer came from a probe. To override it, say why in the note.")
+    answer = answer or _get_or_create_answer(assessment, item_key)
+    if answer.status == status and answer.note == note:
+        return answer
+    answer.changes.append(AnswerChange(from_status=answer.status, to_status=status, note=note,
+                                       source="manual", changed_by_id=author.id))
+    answer.status, answer.note, answer.source = status, note, "manual"
+    answer.answered_by_id, answer.answered_at = author.id, utcnow()
+    assessment.updated_at = utcnow()
+    db.session.flush()
+    audit.record(author, "answer.set", answer, after={"item": item_key, "status": status},
+                 service_id=assessment.service_id, team_id=assessment.service.team_id)
+    write_snapshot(assessment)
+    return answer
+
+
+def record_probe_answer(assessment: Assessment, item_key: str, status: str, explanation: str,
+                        probe_result_id: int) -> Answer | None:
+    """Answer a probe-backed item from a probe result, unless a person has overridden it."""
+    if not assessment.is_open:
+        return None
+    answer = _get_or_create_answer(assessment, item_key)
+    if answer.source == "manual" and answer.status is not None:
+        return None  # a person's answer (an override) wins over the probe
+    if answer.status != status:
+        answer.changes.append(AnswerChange(from_status=answer.status, to_status=status,
+                                           note=explanation, source="probe"))
+    answer.status, answer.note, answer.source = status, explanation, "probe"
+    answer.probe_result_id, answer.answered_at, answer.answered_by_id = probe_result_id, utcnow(), None
+    db.session.flush()
+    return answer
+
+
+# Evidence ------------------------------------------------------------------------------
+
+def add_evidence(assessment: Assessment, item_key: str, url: str, title: str, author: User) -> Evidence:
+    """Attach a link; the URL must already be validated as http(s) by the caller's form."""
+    _require_open(assessment)
+    _item(assessment, item_key)
+    answer = _get_or_create_answer(assessment, item_key)
+    if len(answer.evidence) >= 20:
+        raise AssessmentError("An item can have at most 20 evidence links.")
+    evidence = Evidence(answer=answer, url=url, title=(title or "").strip() or url[:200],
+                        added_by_id=author.id)
+    db.session.add(evidence)
+    db.session.flush()
+    audit.record(author, "evidence.add", evidence, after={"item": item_key, "url": url},
+                 service_id=assessment.service_id, team_id=assessment.service.team_id)
+    return evidence
+
+
+def remove_evidence(evidence: Evidence, actor: User) -> None:
+    assessment = evidence.answer.assessment
+    _require_open(assessment)
+    audit.record(actor, "evidence.remove", evidence,
+                 before={"item": evidence.answer.item_key, "url": evidence.url},
+                 service_id=assessment.service_id, team_id=assessment.service.team_id)
+    db.session.delete(evidence)
+    db.session.flush()
+
+
+# Waivers -------------------------------------------------------------------------------
+
+def request_waiver(assessment: Assessment, item_key: str, reason: str, compensating_control: str,
+                   risk_owner: User, expires_on: date, actor: User, today: date | None = None) -> Waiver:
+    _require_open(assessment)
+    _item(assessment, item_key)
+    answer = answer_for(assessment, item_key)
+    if answer is None or answer.status not in (scoring.NOT_MET, scoring.PARTIAL):
+        raise AssessmentError("Only an item answered “not met” or “partial” can be waived.")
+    today = today or utcnow().date()
+    if expires_on <= today:
+        raise AssessmentError("A waiver's expiry date must be in the future.")
+    if expires_on > today + timedelta(days=MAX_WAIVER_DAYS - 1):
+        raise AssessmentError("A waiver can last at most one year.")
+    if not reason.strip() or not compensating_control.strip():
+        raise AssessmentError("A waiver needs a reason and a compensating control.")
+    if any(w.state == "requested" for w in answer.waivers):
+        raise AssessmentError("A waiver for this item is already waiting for a decision.")
+    waiver = Waiver(answer=answer, reason=reason.strip(), compensating_control=compensating_control.strip(),
+                    risk_owner_id=risk_owner.id, expires_on=expires_on, requested_by_id=actor.id)
+    db.session.add(waiver)
+    db.session.flush()
+    audit.record(actor, "waiver.request", waiver, after={"item": item_key, "expires_on": expires_on.isoformat()},
+                 service_id=assessment.service_id, team_id=assessment.service.team_id)
+    return waiver
+
+
+def decide_waiver(waiver: Waiver, approve: bool, actor: User) -> None:
+    if waiver.state != "requested":
+        raise AssessmentError(f"This waiver was already {waiver.state}.")
+    assessment = waiver.answer.assessment
+    waiver.state = "approved" if approve else "declined"
+    waiver.approved_by_id, waiver.decided_at = actor.id, utcnow()
+    db.session.flush()
+    audit.record(actor, f"waiver.{waiver.state}", waiver, after={"item": waiver.answer.item_key},
+                 service_id=assessment.service_id, team_id=assessment.service.team_id)
+    write_snapshot(assessment)
+
+
+# State ---------------------------------------------------------------------------------
+
+def submit_for_review(assessment: Assessment, actor: User) -> None:
+    if assessment.state != "draft":
+        raise AssessmentError("Only a draft can be submitted for review.")
+    assessment.state, assessment.submitted_at = "in_review", utcnow()
+    audit.record(actor, "assessment.submit", assessment, after={"state": "in_review"},
+                 service_id=assessment.service_id, team_id=assessment.service.team_id)
+    db.session.flush()
+
+
+def upgrade(assessment: Assessment, version: ChecklistVersion, actor: User):
+    """Move an open assessment to a newer checklist version, carrying answers by key."""
+    _require_open(assessment)
+    if version.slug != assessment.checklist_version.slug:
+        raise AssessmentError("An assessment can only move to a version of the same checklist.")
+    if version.id == assessment.checklist_version_id:
+        raise AssessmentError("This assessment already uses that version.")
+    old, new = checklist_for(assessment), catalog.checklist_of(version)
+    keys = carry_over_keys(old, new)
+    by_old_key = {old_key: new_key for new_key, old_key in keys.items()}
+    for answer in list(assessment.answers):
+        new_key = by_old_key.get(answer.item_key)
+        if new_key is None:
+            db.session.delete(answer)  # kept in the audit log below, and in the old snapshots
+        elif new_key != answer.item_key:
+            answer.item_key = new_key
+    diff = diff_checklists(old, new)
+    before = {"version": assessment.checklist_version.version}
+    assessment.checklist_version = version
+    db.session.flush()
+    db.session.expire(assessment, ["answers"])
+    audit.record(actor, "assessment.upgrade", assessment, before=before,
+                 after={"version": version.version, "added": list(diff.added),
+                        "removed": list(diff.removed), "renamed": diff.renamed},
+                 service_id=assessment.service_id, team_id=assessment.service.team_id)
+    write_snapshot(assessment)
+    return diff
+
+
+def write_snapshot(assessment: Assessment) -> ScoreSnapshot:
+    card = scorecard(assessment)
+    snapshot = ScoreSnapshot(service_id=assessment.service_id, assessment_id=assessment.id,
+                             score=card.score, verdict=card.verdict,
+                             categories={k: c.score for k, c in card.categories.items()})
+    db.session.add(snapshot)
+    db.session.flush()
+    return snapshot
+
+
+# Comparing -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ComparedItem:
+    key: str
+    title: str
+    before: str | None
+    after: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def statuses_at(assessment: Assessment, at: datetime | None) -> dict[str, str | None]:
+    """Each item's status now, or as it stood at `at` (from the answer history)."""
+    result = {}
+    for answer in assessment.answers:
+        if at is None:
+            result[answer.item_key] = answer.status
+            continue
+        past = [c for c in answer.changes if c.changed_at <= at]
+        result[answer.item_key] = max(past, key=lambda c: (c.changed_at, c.id)).to_status if past else None
+    return result
+
+
+def compare(old: Assessment, new: Assessment, old_at: datetime | None = None,
+            new_at: datetime | None = None) -> list[ComparedItem]:
+    """Item by item, the status in `old` (at `old_at`) against `new` (at `new_at`)."""
+    before, after = statuses_at(old, old_at), statuses_at(new, new_at)
+    old_list, new_list = checklist_for(old), checklist_for(new)
+    rows, seen = [], set()
+    renamed = {old_key: new_key for new_key, old_key in carry_over_keys(old_list, new_list).items()}
+    for item in new_list.items:
+        old_key = next((k for k, v in renamed.items() if v == item.key), item.key)
+        rows.append(ComparedItem(item.key, item.title, before.get(old_key), after.get(item.key)))
+        seen.add(old_key)
+    for item in old_list.items:
+        if item.key not in seen:
+            rows.append(ComparedItem(item.key, item.title + " (removed)", before.get(item.key), None))
+    return rows
+
+
+def score_at(assessment: Assessment, at: datetime | None) -> float:
+    """The assessment's score as of `at` (None = now), recomputed from history."""
+    if at is None:
+        return scorecard(assessment).score
+    checklist = checklist_for(assessment)
+    states = {key: scoring.AnswerState(status=status)
+              for key, status in statuses_at(assessment, at).items()}
+    return scoring.score_assessment(checklist.items, states, tier=assessment.service.tier,
+                                    ready_threshold=checklist.thresholds.ready,
+                                    conditions_threshold=checklist.thresholds.conditions).score

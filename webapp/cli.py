@@ -1,0 +1,208 @@
+"""Operator commands: `flask users ...`, `flask checklists ...`, `flask probes ...`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask
+from sqlalchemy import select
+
+from webapp.extensions import db
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(users)
+    app.cli.add_command(checklists_group)
+    app.cli.add_command(probes_group)
+
+
+# Users ---------------------------------------------------------------------------------
+
+@click.group("users")
+def users() -> None:
+    """Manage accounts."""
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return sys.stdin.readline().rstrip("\n")
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--name", default=None, help="Display name (defaults to the part before @).")
+@click.option("--admin", is_flag=True, help="Make the account an admin.")
+@click.option("--reviewer", is_flag=True, help="Let the account approve waivers and sign off.")
+def users_create(email: str, name: str | None, admin: bool, reviewer: bool) -> None:
+    """Create an account; the password comes from a prompt, or standard input if piped."""
+    from webapp import accounts
+
+    password = _read_password()
+    try:
+        user = accounts.create_user(email, name or email.split("@")[0], password,
+                                    is_admin=admin, is_reviewer=reviewer)
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    roles = [r for r, on in (("admin", user.is_admin), ("reviewer", user.is_reviewer)) if on]
+    click.echo(f"created {user.email}" + (f" ({', '.join(roles)})" if roles else ""))
+
+
+@users.command("list")
+def users_list() -> None:
+    """List accounts."""
+    from webapp.models import User
+
+    for user in db.session.scalars(select(User).order_by(User.email)):
+        flags = [f for f, on in (("admin", user.is_admin), ("reviewer", user.is_reviewer),
+                                 ("disabled", user.disabled_at is not None)) if on]
+        click.echo(f"{user.email}\t{user.name}\t{','.join(flags)}")
+
+
+@users.command("disable")
+@click.argument("email")
+def users_disable(email: str) -> None:
+    """Disable an account: it can no longer sign in; its history stays."""
+    from webapp import accounts
+
+    user = accounts.user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"no account for {email}")
+    accounts.disable_user(user, None)
+    db.session.commit()
+    click.echo(f"disabled {user.email}")
+
+
+# Checklists ----------------------------------------------------------------------------
+
+@click.group("checklists")
+def checklists_group() -> None:
+    """Validate, list, load and compare checklist files."""
+
+
+@checklists_group.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def checklists_validate(paths: tuple[Path, ...]) -> None:
+    """Validate checklist files (default: every checklist directory). Exit 1 on errors."""
+    from webapp import catalog
+    from webapp.checklists import discover, validate_paths
+
+    targets = list(paths) or discover(catalog.checklist_dirs())
+    problems = validate_paths(targets)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"ok: {len(discover([p for p in targets if p.is_dir()])) + sum(1 for p in targets if p.is_file())} file(s) valid")
+
+
+@checklists_group.command("sync")
+def checklists_sync() -> None:
+    """Load every checklist file into the database (new contents become new versions)."""
+    from webapp import catalog
+
+    problems = catalog.sync(force=True)
+    db.session.commit()
+    for problem in problems:
+        click.echo(f"refused: {problem}", err=True)
+    for version in catalog.latest_versions():
+        click.echo(f"{version.slug}\t{version.version}\t{version.content_hash[:12]}")
+
+
+@checklists_group.command("list")
+def checklists_list() -> None:
+    """List checklists with their newest version and item count."""
+    from webapp import catalog
+
+    catalog.sync()
+    db.session.commit()
+    for version in catalog.latest_versions():
+        checklist = catalog.checklist_of(version)
+        click.echo(f"{version.slug}\tv{version.version}\t{len(checklist.items)} items\t{version.title}")
+
+
+@checklists_group.command("diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def checklists_diff(old: Path, new: Path) -> None:
+    """Show items added, removed, renamed (via replaces:) and changed between two files."""
+    from webapp.checklists import ChecklistInvalid, diff_checklists, load_checklist
+
+    try:
+        before, after = load_checklist(old), load_checklist(new)
+    except ChecklistInvalid as exc:
+        raise click.ClickException(str(exc)) from None
+    diff = diff_checklists(before, after)
+    for key in diff.added:
+        click.echo(f"+ {key}: {after.item(key).title}")
+    for key in diff.removed:
+        click.echo(f"- {key}: {before.item(key).title}")
+    for old_key, new_key in diff.renamed.items():
+        click.echo(f"~ {old_key} -> {new_key}")
+    for key in diff.changed:
+        click.echo(f"* {key}: changed")
+    if not (diff.added or diff.removed or diff.renamed or diff.changed):
+        click.echo("no differences in items")
+
+
+# Probes --------------------------------------------------------------------------------
+
+@click.group("probes")
+def probes_group() -> None:
+    """Run probes by hand (for cron and debugging)."""
+
+
+@probes_group.command("run")
+@click.argument("service", required=False)
+def probes_run(service: str | None) -> None:
+    """Probe one service (by id or slug) now, or every service that is due."""
+    from webapp.models import ProbeResult, Service
+    from webapp.probes import runs
+    from webapp.probes.tasks import probe_services
+
+    if service is None:
+        targets = runs.due_services()
+    else:
+        query = select(Service).where(Service.slug == service)
+        if service.isdigit():
+            query = select(Service).where(Service.id == int(service))
+        targets = list(db.session.scalars(query))
+        if not targets:
+            raise click.UsageError(f"no service with id or slug {service!r}")
+    run_ids = probe_services(targets, "cli")
+    for row in db.session.scalars(select(ProbeResult).where(ProbeResult.run_id.in_(run_ids))
+                                  .order_by(ProbeResult.service_id, ProbeResult.id)):
+        click.echo(f"{row.service_id}\t{row.kind}\t{row.outcome}\t{row.explanation}")
+    click.echo(f"probed {len(targets)} service(s)")
+
+
+@probes_group.command("check")
+@click.argument("url")
+@click.option("--kind", required=True, type=click.Choice(
+    ["health", "readiness", "deep_health", "metrics", "https", "tls_expiry", "security_headers",
+     "correlation_id", "latency"]))
+def probes_check(url: str, kind: str) -> None:
+    """Run one check on any URL and print the result as one JSON object.
+
+    Exit status: 0 pass, 1 warn/fail/error, 2 usage error.
+    """
+    import asyncio
+    import json
+    from urllib.parse import urlsplit
+
+    from webapp.probes import runs
+    from webapp.probes.rules import run_check
+
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise click.UsageError(f"{url!r} is not an http:// or https:// URL")
+
+    async def check():
+        async with runs.make_fetcher() as fetcher:
+            return await run_check(kind, url, fetcher)
+
+    result = asyncio.run(check())
+    click.echo(json.dumps(result.to_json(), default=str))
+    sys.exit(0 if result.outcome == "pass" else 1)

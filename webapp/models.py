@@ -1,0 +1,440 @@
+"""The tables of DESIGN.md §2. Models hold data and small derived properties, no workflow."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores aware UTC datetimes; SQLite drops tzinfo, so put it back on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+ROLES = ("maintainer", "member", "viewer")
+TIERS = (1, 2, 3)
+LIFECYCLES = ("planned", "launching", "live", "retired")
+ASSESSMENT_STATES = ("draft", "in_review", "signed_off", "rejected", "superseded")
+ANSWER_STATUSES = ("met", "partial", "not_met", "n_a")
+ANSWER_SOURCES = ("manual", "probe")
+WAIVER_STATES = ("requested", "approved", "declined")
+PROBE_OUTCOMES = ("pass", "warn", "fail", "error")
+SIGNOFF_DECISIONS = ("approve", "approve_with_conditions", "reject")
+
+
+def _in(column: str, values: tuple) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class User(UserMixin, db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_reviewer: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="user")
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses sessions of disabled users
+        return self.disabled_at is None
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)  # scrypt, Werkzeug's default
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def __repr__(self) -> str:
+        return f"<User {self.email}>"
+
+
+class Invitation(db.Model):
+    """A one-time sign-up link an admin hands to a person; only its hash is stored."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_reviewer: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_by: Mapped[User] = relationship()
+
+
+class Team(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="team", cascade="all, delete-orphan"
+    )
+    services: Mapped[list[Service]] = relationship(back_populates="team", order_by="Service.name")
+
+
+class Membership(db.Model):
+    __table_args__ = (
+        UniqueConstraint("team_id", "user_id"),
+        CheckConstraint(_in("role", ROLES), name="role"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    team: Mapped[Team] = relationship(back_populates="memberships")
+    user: Mapped[User] = relationship(back_populates="memberships")
+
+
+class Service(db.Model):
+    __table_args__ = (
+        UniqueConstraint("team_id", "slug"),
+        CheckConstraint("tier BETWEEN 1 AND 3", name="tier"),
+        CheckConstraint(_in("lifecycle", LIFECYCLES), name="lifecycle"),
+        CheckConstraint("probe_interval_minutes BETWEEN 1 AND 1440", name="probe_interval"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    slug: Mapped[str] = mapped_column(String(80))
+    description: Mapped[str] = mapped_column(Text, default="")
+    tier: Mapped[int] = mapped_column(Integer, default=2)
+    lifecycle: Mapped[str] = mapped_column(String(20), default="planned")
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    backup_owner_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    oncall_url: Mapped[str | None] = mapped_column(String(2048))
+    repository_url: Mapped[str | None] = mapped_column(String(2048))
+    dashboard_url: Mapped[str | None] = mapped_column(String(2048))
+    base_url: Mapped[str | None] = mapped_column(String(2048))
+    health_url: Mapped[str | None] = mapped_column(String(2048))
+    readiness_url: Mapped[str | None] = mapped_column(String(2048))
+    deep_health_url: Mapped[str | None] = mapped_column(String(2048))
+    metrics_url: Mapped[str | None] = mapped_column(String(2048))
+    probe_interval_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    next_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    team: Mapped[Team] = relationship(back_populates="services")
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
+    backup_owner: Mapped[User | None] = relationship(foreign_keys=[backup_owner_id])
+    assessments: Mapped[list[Assessment]] = relationship(
+        back_populates="service", order_by="Assessment.created_at.desc()"
+    )
+    runbook_revisions: Mapped[list[RunbookRevision]] = relationship(
+        back_populates="service", order_by="RunbookRevision.created_at.desc()"
+    )
+
+    @property
+    def probe_urls(self) -> dict[str, str]:
+        """The configured probe targets, by check kind."""
+        urls = {
+            "health": self.health_url,
+            "readiness": self.readiness_url,
+            "deep_health": self.deep_health_url,
+            "metrics": self.metrics_url,
+        }
+        return {kind: url for kind, url in urls.items() if url}
+
+
+class OwnershipChange(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    field: Mapped[str] = mapped_column(String(20))  # owner | backup_owner
+    from_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    to_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    changed_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    from_user: Mapped[User | None] = relationship(foreign_keys=[from_user_id])
+    to_user: Mapped[User | None] = relationship(foreign_keys=[to_user_id])
+    changed_by: Mapped[User] = relationship(foreign_keys=[changed_by_id])
+
+
+class RunbookRevision(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    author_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    service: Mapped[Service] = relationship(back_populates="runbook_revisions")
+    author: Mapped[User] = relationship()
+
+
+class ChecklistVersion(db.Model):
+    __table_args__ = (UniqueConstraint("slug", "content_hash"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(80), index=True)
+    version: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    content: Mapped[dict] = mapped_column(JSON)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Assessment(db.Model):
+    __table_args__ = (CheckConstraint(_in("state", ASSESSMENT_STATES), name="state"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    checklist_version_id: Mapped[int] = mapped_column(ForeignKey("checklist_version.id"))
+    state: Mapped[str] = mapped_column(String(20), default="draft")
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    copied_from_id: Mapped[int | None] = mapped_column(ForeignKey("assessment.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    service: Mapped[Service] = relationship(back_populates="assessments")
+    checklist_version: Mapped[ChecklistVersion] = relationship()
+    created_by: Mapped[User] = relationship()
+    answers: Mapped[list[Answer]] = relationship(
+        back_populates="assessment", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in ("draft", "in_review")
+
+
+class Answer(db.Model):
+    __table_args__ = (
+        UniqueConstraint("assessment_id", "item_key"),
+        CheckConstraint(f"status IS NULL OR {_in('status', ANSWER_STATUSES)}", name="status"),
+        CheckConstraint(_in("source", ANSWER_SOURCES), name="source"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(
+        ForeignKey("assessment.id", ondelete="CASCADE"), index=True
+    )
+    item_key: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str | None] = mapped_column(String(10))
+    note: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(10), default="manual")
+    answered_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    probe_result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id"))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    assessment: Mapped[Assessment] = relationship(back_populates="answers")
+    answered_by: Mapped[User | None] = relationship()
+    evidence: Mapped[list[Evidence]] = relationship(
+        back_populates="answer", cascade="all, delete-orphan", order_by="Evidence.added_at"
+    )
+    waivers: Mapped[list[Waiver]] = relationship(
+        back_populates="answer", cascade="all, delete-orphan", order_by="Waiver.requested_at.desc()"
+    )
+    changes: Mapped[list[AnswerChange]] = relationship(
+        back_populates="answer", cascade="all, delete-orphan", order_by="AnswerChange.changed_at.desc()"
+    )
+
+    # Optimistic locking: SQLAlchemy adds "AND version = :old" to every UPDATE.
+    __mapper_args__ = {"version_id_col": version}
+
+
+class AnswerChange(db.Model):
+    """One row per change of an answer: who, when, from → to, with the note at that time."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answer.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(10))
+    to_status: Mapped[str | None] = mapped_column(String(10))
+    note: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(10), default="manual")
+    changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    answer: Mapped[Answer] = relationship(back_populates="changes")
+    changed_by: Mapped[User | None] = relationship()
+
+
+class Evidence(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answer.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    title: Mapped[str] = mapped_column(String(200))
+    added_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    check_ok: Mapped[bool | None] = mapped_column(Boolean)
+    check_error: Mapped[str | None] = mapped_column(String(200))
+
+    answer: Mapped[Answer] = relationship(back_populates="evidence")
+    added_by: Mapped[User | None] = relationship()
+
+
+class Waiver(db.Model):
+    __table_args__ = (CheckConstraint(_in("state", WAIVER_STATES), name="state"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answer.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    compensating_control: Mapped[str] = mapped_column(Text)
+    risk_owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    expires_on: Mapped[date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(10), default="requested")
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    answer: Mapped[Answer] = relationship(back_populates="waivers")
+    risk_owner: Mapped[User] = relationship(foreign_keys=[risk_owner_id])
+    requested_by: Mapped[User] = relationship(foreign_keys=[requested_by_id])
+    approved_by: Mapped[User | None] = relationship(foreign_keys=[approved_by_id])
+
+    @property
+    def expires_at(self) -> datetime:
+        """A waiver is good through the end of its expiry day (UTC)."""
+        return datetime(self.expires_on.year, self.expires_on.month, self.expires_on.day,
+                        23, 59, 59, tzinfo=UTC)
+
+    def is_live(self, now: datetime) -> bool:
+        return self.state == "approved" and now <= self.expires_at
+
+
+class ProbeRun(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    trigger: Mapped[str] = mapped_column(String(20), default="schedule")  # schedule | manual | cli
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    service: Mapped[Service] = relationship()
+    results: Mapped[list[ProbeResult]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="ProbeResult.id"
+    )
+
+
+class ProbeResult(db.Model):
+    __table_args__ = (CheckConstraint(_in("outcome", PROBE_OUTCOMES), name="outcome"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("probe_run.id", ondelete="CASCADE"), index=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    url: Mapped[str] = mapped_column(String(2048))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(10))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    explanation: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    run: Mapped[ProbeRun] = relationship(back_populates="results")
+
+
+class ProbeDailyRollup(db.Model):
+    """What survives of raw probe results after retention: one row per service, kind, day."""
+
+    __table_args__ = (UniqueConstraint("service_id", "kind", "day"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    day: Mapped[date] = mapped_column(Date)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    passes: Mapped[int] = mapped_column(Integer, default=0)
+    warns: Mapped[int] = mapped_column(Integer, default=0)
+    fails: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms_median: Mapped[float | None] = mapped_column(Float)
+
+
+class ScoreSnapshot(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    assessment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assessment.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    score: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(30))
+    categories: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class SignOff(db.Model):
+    __table_args__ = (CheckConstraint(_in("decision", SIGNOFF_DECISIONS), name="decision"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(ForeignKey("assessment.id"), index=True)
+    signer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    role: Mapped[str] = mapped_column(String(40))
+    decision: Mapped[str] = mapped_column(String(30))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    signer: Mapped[User] = relationship()
+
+
+class Report(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(ForeignKey("assessment.id"), index=True)
+    pdf: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEvent(db.Model):
+    """Append-only: rows are inserted, never updated or deleted."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[int | None] = mapped_column(Integer)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"), index=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id"), index=True)
+    before: Mapped[dict | None] = mapped_column(JSON)
+    after: Mapped[dict | None] = mapped_column(JSON)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    actor: Mapped[User | None] = relationship()

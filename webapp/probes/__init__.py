@@ -1,0 +1,1 @@
+"""Automatic probes: safe fetching, one check per function, scheduled jobs."""

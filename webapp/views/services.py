@@ -1,0 +1,123 @@
+"""Register, edit and retire services; a service's page and its audit log."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from webapp import registry
+from webapp.extensions import db
+from webapp.forms import ConfirmForm, ServiceForm
+from webapp.models import AuditEvent, OwnershipChange, Service, Team, User
+from webapp.permissions import can_edit_services, require
+
+bp = Blueprint("services", __name__)
+
+
+def _service_form(team: Team, obj: Service | None = None) -> ServiceForm:
+    form = ServiceForm(obj=obj)
+    form.set_people(db.session.scalars(select(User).where(User.disabled_at.is_(None)).order_by(User.name)))
+    return form
+
+
+@bp.get("/services")
+@login_required
+def index():
+    """Every service, by team."""
+    show_retired = request.args.get("retired") == "1"
+    query = select(Service).join(Team).order_by(Team.name, Service.name)
+    if not show_retired:
+        query = query.where(Service.lifecycle != "retired")
+    return render_template("services/index.html", services=db.session.scalars(query).all(),
+                           show_retired=show_retired)
+
+
+@bp.route("/teams/<int:team_id>/services/new", methods=["GET", "POST"])
+@login_required
+def create(team_id: int):
+    """Register a service for a team (its maintainers and members)."""
+    team = db.get_or_404(Team, team_id)
+    require(can_edit_services(current_user, team))
+    form = _service_form(team)
+    if form.validate_on_submit():
+        try:
+            service = registry.register_service(team, form.values(), current_user)
+        except registry.RegistryError as exc:
+            db.session.rollback()
+            form.slug.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(f"Service “{service.name}” registered.", "success")
+            return redirect(url_for("services.show", service_id=service.id))
+    return render_template("services/form.html", form=form, team=team, service=None), 400 if form.errors else 200
+
+
+@bp.get("/services/<int:service_id>")
+@login_required
+def show(service_id: int):
+    """A service: its facts, assessments, probes and ownership history."""
+    service = db.get_or_404(Service, service_id)
+    ownership = db.session.scalars(
+        select(OwnershipChange).where(OwnershipChange.service_id == service.id)
+        .order_by(OwnershipChange.changed_at.desc()).limit(20)
+    ).all()
+    from webapp import assessments
+
+    return render_template(
+        "services/show.html", service=service, ownership=ownership,
+        can_edit=can_edit_services(current_user, service.team), confirm_form=ConfirmForm(),
+        scorecards={a.id: assessments.scorecard(a) for a in service.assessments[:10]},
+    )
+
+
+@bp.route("/services/<int:service_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(service_id: int):
+    """Edit a service's facts (its team's maintainers and members)."""
+    service = db.get_or_404(Service, service_id)
+    require(can_edit_services(current_user, service.team))
+    form = _service_form(service.team, service)
+    if form.validate_on_submit():
+        try:
+            registry.update_service(service, form.values(), current_user)
+        except registry.RegistryError as exc:
+            db.session.rollback()
+            form.slug.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash("Service saved.", "success")
+            return redirect(url_for("services.show", service_id=service.id))
+    return render_template("services/form.html", form=form, team=service.team,
+                           service=service), 400 if form.errors else 200
+
+
+@bp.post("/services/<int:service_id>/retire")
+@login_required
+def retire(service_id: int):
+    """Retire a service: it stays, with its history, but is no longer probed."""
+    service = db.get_or_404(Service, service_id)
+    require(can_edit_services(current_user, service.team))
+    if not ConfirmForm().validate_on_submit():
+        flash("Your form expired; try again.", "error")
+    else:
+        try:
+            registry.retire_service(service, current_user)
+        except registry.RegistryError as exc:
+            flash(str(exc), "error")
+        else:
+            db.session.commit()
+            flash(f"“{service.name}” is retired.", "success")
+    return redirect(url_for("services.show", service_id=service.id))
+
+
+@bp.get("/services/<int:service_id>/audit")
+@login_required
+def audit_log(service_id: int):
+    """Everything that changed about a service, newest first."""
+    service = db.get_or_404(Service, service_id)
+    page = db.paginate(
+        select(AuditEvent).where(AuditEvent.service_id == service.id).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()),
+        per_page=50, error_out=False,
+    )
+    return render_template("services/audit.html", service=service, page=page)

@@ -1,0 +1,123 @@
+"""Teams and their members."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from webapp import accounts, registry
+from webapp.extensions import db
+from webapp.forms import ConfirmForm, MemberForm, TeamForm
+from webapp.models import Membership, Team, User
+from webapp.permissions import can_edit_services, can_manage_team, require, role_in
+
+bp = Blueprint("teams", __name__, url_prefix="/teams")
+
+
+@bp.get("/")
+@login_required
+def index():
+    """Every team, with its services and people counts."""
+    teams = db.session.scalars(select(Team).order_by(Team.name)).all()
+    return render_template("teams/index.html", teams=teams)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def create():
+    """Create a team; the creator becomes its maintainer."""
+    form = TeamForm()
+    if form.validate_on_submit():
+        try:
+            team = registry.create_team(form.name.data, form.description.data or "", current_user)
+        except registry.RegistryError as exc:
+            form.name.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(f"Team “{team.name}” created. You are its maintainer.", "success")
+            return redirect(url_for("teams.show", team_id=team.id))
+    return render_template("teams/form.html", form=form, team=None), 400 if form.errors else 200
+
+
+@bp.get("/<int:team_id>")
+@login_required
+def show(team_id: int):
+    """A team: its services and members."""
+    team = db.get_or_404(Team, team_id)
+    memberships = db.session.scalars(
+        select(Membership).join(User).where(Membership.team_id == team.id).order_by(User.name)
+    ).all()
+    return render_template(
+        "teams/show.html", team=team, memberships=memberships, member_form=MemberForm(),
+        confirm_form=ConfirmForm(), my_role=role_in(current_user, team),
+        can_manage=can_manage_team(current_user, team),
+        can_edit=can_edit_services(current_user, team),
+    )
+
+
+@bp.route("/<int:team_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(team_id: int):
+    """Rename a team (maintainers)."""
+    team = db.get_or_404(Team, team_id)
+    require(can_manage_team(current_user, team))
+    form = TeamForm(obj=team)
+    if form.validate_on_submit():
+        try:
+            registry.rename_team(team, form.name.data, form.description.data or "", current_user)
+        except registry.RegistryError as exc:
+            form.name.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash("Team saved.", "success")
+            return redirect(url_for("teams.show", team_id=team.id))
+    return render_template("teams/form.html", form=form, team=team), 400 if form.errors else 200
+
+
+@bp.post("/<int:team_id>/members")
+@login_required
+def add_member(team_id: int):
+    """Add a person to the team, or change their role (maintainers)."""
+    team = db.get_or_404(Team, team_id)
+    require(can_manage_team(current_user, team))
+    form = MemberForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for error in errors:
+                flash(error, "error")
+        return redirect(url_for("teams.show", team_id=team.id))
+    user = accounts.user_by_email(form.email.data)
+    if user is None:
+        flash(f"No account uses {form.email.data}. An admin can invite them first.", "error")
+        return redirect(url_for("teams.show", team_id=team.id))
+    try:
+        registry.set_membership(team, user, form.role.data, current_user)
+    except registry.RegistryError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(f"{user.name} is now {form.role.data} of {team.name}.", "success")
+    return redirect(url_for("teams.show", team_id=team.id))
+
+
+@bp.post("/<int:team_id>/members/<int:user_id>/remove")
+@login_required
+def remove_member(team_id: int, user_id: int):
+    """Remove a person from the team (maintainers)."""
+    team = db.get_or_404(Team, team_id)
+    require(can_manage_team(current_user, team))
+    user = db.get_or_404(User, user_id)
+    if not ConfirmForm().validate_on_submit():
+        flash("Your form expired; try again.", "error")
+        return redirect(url_for("teams.show", team_id=team.id))
+    try:
+        registry.remove_membership(team, user, current_user)
+    except registry.RegistryError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(f"{user.name} removed from {team.name}.", "success")
+    return redirect(url_for("teams.show", team_id=team.id))
