@@ -174,9 +174,8 @@ def peak_rss_mb() -> float:
 
 
 async def sweep(targets, args) -> None:
-    from webapp.probes.rules import run_check, run_checks
-
     from webapp.probes.fetch import AddressPolicy, Fetcher, FetchLimits
+    from webapp.probes.rules import run_check, run_checks
 
     policy = AddressPolicy.from_setting("127.0.0.0/8")
     limits = FetchLimits(

@@ -42,6 +42,8 @@ def app(tmp_path_factory):
         "RATELIMIT_ENABLED": False,
         "HUEY_IMMEDIATE": True,
         "SERVER_NAME": None,
+        "PROBE_ALLOW_NETWORKS": "127.0.0.0/8",  # the tests' own local servers, nothing else
+        "PROBE_DEADLINE_SECONDS": 2,
     })
     app.instance_path = str(instance)
     with app.app_context():

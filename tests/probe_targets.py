@@ -118,7 +118,7 @@ async def healthy_health(req: Request, reader, writer) -> bool:
 
 
 async def healthy_ready(req: Request, reader, writer) -> bool:
-    body = json.dumps({"status": "ready"}).encode()
+    body = json.dumps({"status": "pass", "ready": True}).encode()
     return await _respond(writer, "200 OK", body, extra=SECURITY_HEADERS)
 
 
@@ -279,9 +279,48 @@ async def gzip_bomb(req: Request, reader, writer) -> bool:
     return False
 
 
+async def endless_metrics(req: Request, reader, writer) -> bool:
+    """Valid Prometheus text that never ends: the parser must only see the capped part."""
+    writer.write(
+        _head("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Transfer-Encoding", "chunked")])
+    )
+    for batch in range(100_000):
+        lines = "".join(
+            f'app_items_total{{shard="{batch}",item="{i}"}} {i}\n' for i in range(500)
+        ).encode()
+        writer.write(b"%x\r\n" % len(lines) + lines + b"\r\n")
+        await writer.drain()
+        if _client_gone(reader, writer):
+            break
+    return False
+
+
 async def big_header(req: Request, reader, writer) -> bool:
     """A single 200 kB response header."""
     return await _respond(writer, "200 OK", b"{}", extra=[("X-Padding", "a" * 200_000)])
+
+
+async def many_headers(req: Request, reader, writer) -> bool:
+    """A thousand small headers: little in bytes, a lot in count."""
+    extra = [(f"X-Filler-{i}", "x") for i in range(1000)]
+    return await _respond(writer, "200 OK", b"{}", extra=extra)
+
+
+async def not_http(req: Request, reader, writer) -> bool:
+    """Another protocol's banner on an HTTP port."""
+    writer.write(b"SSH-2.0-OpenSSH_9.6\r\nProtocol mismatch.\r\n")
+    await writer.drain()
+    return False
+
+
+async def conflicting_length(req: Request, reader, writer) -> bool:
+    """Two different Content-Length headers: a request-smuggling shape."""
+    writer.write(
+        _head("200 OK", [("Content-Length", "2"), ("Content-Length", "40")])
+        + b'{}{"status": "pass"}'
+    )
+    await writer.drain()
+    return False
 
 
 def _redirect_to(location: str) -> Handler:
@@ -321,6 +360,11 @@ ROUTES: dict[str, Handler] = {
     "/redirect-loop": _redirect_to("/redirect-loop"),
     "/redirect-metadata": _redirect_to("http://169.254.169.254/latest/meta-data/"),
     "/redirect-mapped-metadata": _redirect_to("http://[::ffff:169.254.169.254]/latest/"),
+    "/redirect-file": _redirect_to("file:///etc/passwd"),
+    "/metrics-endless": endless_metrics,
+    "/many-headers": many_headers,
+    "/not-http": not_http,
+    "/conflicting-length": conflicting_length,
     "/reset": reset_connection,
 }
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from probe_targets import LOOPBACK, HostileTargets, free_port, hostile_server
 
+from tests.probe_targets import LOOPBACK, HostileTargets, free_port, hostile_server
 from webapp.probes.fetch import AddressPolicy, Fetcher, FetchLimits, FetchResult
 
 DEADLINE_S = 2.0
@@ -105,9 +105,18 @@ def test_healthy_service_fetches_cleanly(targets):
     assert_within_deadline(measured)
 
 
-@pytest.mark.parametrize(
-    ("kind", "path"), [("health", "/health"), ("health", "/health/deep"), ("metrics", "/metrics")]
-)
+HEALTHY_CHECKS = [
+    ("health", "/health"),
+    ("readiness", "/ready"),
+    ("deep_health", "/health/deep"),
+    ("metrics", "/metrics"),
+    ("security_headers", "/health"),
+    ("correlation_id", "/health"),
+    ("latency", "/health"),
+]
+
+
+@pytest.mark.parametrize(("kind", "path"), HEALTHY_CHECKS)
 def test_healthy_service_passes_checks(targets, kind, path):
     measured = check(kind, targets.url(path))
     assert measured.value.outcome == "pass", measured.value.explanation
@@ -130,6 +139,10 @@ HOSTILE = [
     ("/redirect-loop", {"too_many_redirects"}, False),
     ("/redirect-metadata", {"ssrf_blocked"}, False),
     ("/redirect-mapped-metadata", {"ssrf_blocked"}, False),
+    ("/redirect-file", {"invalid_url"}, False),
+    ("/many-headers", {"headers_too_large"}, False),
+    ("/not-http", {"protocol_error"}, False),
+    ("/conflicting-length", {"protocol_error"}, False),
     ("/reset", {"connection_reset"}, False),
 ]
 
@@ -158,6 +171,17 @@ def test_hostile_target_fails_its_check_as_error(targets):
     assert_within_deadline(measured)
 
 
+def test_proxy_variables_are_ignored(targets, monkeypatch):
+    dead_proxy = f"http://{LOOPBACK}:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    measured = fetch(targets.url("/health"))
+    assert measured.value.error_code is None, measured.value.error
+    assert measured.value.status_code == 200
+
+
 def test_refused_port_is_connect_error():
     measured = fetch(f"http://{LOOPBACK}:{free_port()}/health")
     assert measured.value.error_code == "connect_error", measured.value.error
@@ -180,15 +204,27 @@ BLOCKED_LITERALS = [
     "http://[fd00:ec2::254]/",
     "http://0.0.0.0/",
     "http://metadata.google.internal/",
+    "http://0xa9.0xfe.0xa9.0xfe/",  # getaddrinfo reads it locally: no DNS query
+    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 form
+    "http://[::169.254.169.254]/",  # IPv4-compatible form
 ]
+# Non-canonical spellings of 169.254.169.254: refusing the URL outright is also safe.
+ODD_SPELLINGS = ["http://2852039166/", "http://0251.0376.0251.0376/", "http://169.254.43518/"]
+ALLOW_EVERYTHING = AddressPolicy.from_setting("0.0.0.0/0, ::/0")
 
 
 @pytest.mark.parametrize("url", BLOCKED_LITERALS)
 def test_blocked_address_refused_before_connecting(url):
     # Even an allow-everything list must not open link-local / metadata addresses.
-    policy = AddressPolicy.from_setting("0.0.0.0/0, ::/0")
-    measured = fetch(url, policy=policy)
+    measured = fetch(url, policy=ALLOW_EVERYTHING)
     assert measured.value.error_code == "ssrf_blocked", measured.value.error
+    assert measured.seconds < 0.5
+
+
+@pytest.mark.parametrize("url", ODD_SPELLINGS)
+def test_odd_spelling_of_metadata_address_refused(url):
+    measured = fetch(url, policy=ALLOW_EVERYTHING)
+    assert measured.value.error_code in ("ssrf_blocked", "invalid_url"), measured.value.error
     assert measured.seconds < 0.5
 
 
@@ -220,6 +256,13 @@ def test_html_at_metrics_fails_metrics(targets):
     assert measured.value.outcome == "fail", measured.value.explanation
 
 
+def test_endless_metrics_parse_is_bounded(targets):
+    measured = check("metrics", targets.url("/metrics-endless"))
+    assert measured.value.outcome in ("pass", "warn", "fail"), measured.value.explanation
+    assert_within_deadline(measured)
+    assert measured.peak_bytes < 4 * MEMORY_CAP, f"peak {measured.peak_bytes / 2**20:.1f} MiB"
+
+
 def test_non_utf8_json_does_not_crash(targets):
     measured = check("health", targets.url("/non-utf8-json"))
     assert measured.value.outcome in ("pass", "warn", "fail", "error")
@@ -243,6 +286,12 @@ def test_valid_tls_passes_expiry_check(targets):
     assert measured.value.outcome == "pass", measured.value.explanation
 
 
+def test_valid_tls_passes_https_check(targets):
+    measured = check("https", targets.tls_url("valid"), ssl_context=targets.client_ssl_context)
+    assert measured.value.outcome == "pass", measured.value.explanation
+    assert_within_deadline(measured)
+
+
 def test_expired_cert_fails_expiry_with_not_after(targets):
     measured = check(
         "tls_expiry", targets.tls_url("expired", "/"), ssl_context=targets.client_ssl_context
@@ -252,6 +301,14 @@ def test_expired_cert_fails_expiry_with_not_after(targets):
     not_after = result.details.get("not_after")
     assert not_after is not None, result.details
     assert targets.expired_not_after.date().isoformat() in str(not_after)
+    assert_within_deadline(measured)
+
+
+def test_tls_expiry_against_silent_handshake_times_out(targets):
+    # The plain-HTTP port reads the ClientHello as a request head and never answers.
+    measured = check("tls_expiry", f"https://localhost:{targets.http_port}/")
+    assert measured.value.outcome == "error"
+    assert measured.value.error_code == "timeout", measured.value.explanation
     assert_within_deadline(measured)
 
 

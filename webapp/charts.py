@@ -23,7 +23,7 @@ def line_chart(values: list[float | None], *, width: int = 600, height: int = 12
         current.append(f"{index * step:.1f},{height - 4 - (value / top) * (height - 8):.1f}")
     if current:
         segments.append(current)
-    lines = "".join(f'<polyline class="chart-line" points="{" ".join(seg)}"/>' for seg in segments)
+    lines = "".join(f'<polyline class="chart-line" fill="none" stroke="currentColor" stroke-width="2" points="{" ".join(seg)}"/>' for seg in segments)
     title = escape(f"{label}: max {top:.0f}{unit}, last {points[-1]:.0f}{unit}")
     return Markup(
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{title}">'

@@ -1,0 +1,273 @@
+"""Assessments end to end: answering, evidence, n/a, waivers, history, conflicts, compare,
+re-assess, upgrade — and bad input refused with nothing stored."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.factories import MembershipFactory, ServiceFactory, UserFactory
+from webapp import assessments, catalog
+from webapp.checklists import parse_checklist
+from webapp.extensions import db
+from webapp.models import Answer, AnswerChange, Assessment, Evidence, ScoreSnapshot, Waiver
+
+ITEM = "structured_logging"          # plain item, every tier
+CRITICAL = "secrets_in_environment"  # critical item
+TIER1_ONLY = "multiple_availability_zones"
+
+
+def count(model) -> int:
+    return db.session.scalar(select(func.count()).select_from(model))
+
+
+@pytest.fixture
+def setup(auth):
+    membership = MembershipFactory(role="maintainer")
+    service = ServiceFactory(team=membership.team, tier=2)
+    catalog.sync(force=True)
+    assessment = assessments.start_assessment(service, catalog.latest_version("production-readiness"),
+                                              membership.user)
+    db.session.commit()
+    auth.login(membership.user)
+    return membership.user, service, assessment
+
+
+def answer_url(assessment, key=ITEM):
+    return f"/assessments/{assessment.id}/items/{key}/answer"
+
+
+def test_answer_with_full_page_post_and_with_htmx(client, setup):
+    user, service, assessment = setup
+    response = client.post(answer_url(assessment), data={"status": "met", "note": "JSON via structlog", "version": "0"})
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"#item-{ITEM}")
+    answer = db.session.scalar(select(Answer))
+    assert (answer.status, answer.note, answer.answered_by_id) == ("met", "JSON via structlog", user.id)
+    response = client.post(answer_url(assessment, CRITICAL), data={"status": "partial", "note": "", "version": "0"},
+                           headers={"HX-Request": "true"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert f'id="item-{CRITICAL}"' in page and 'id="score-header"' in page and "hx-swap-oob" in page
+    card = assessments.scorecard(assessment)
+    assert card.answered == 2 and 0 < card.score < 100
+    assert count(ScoreSnapshot) == 3  # the start, and one per change
+
+
+def test_every_change_is_kept_in_history(client, setup):
+    _, _, assessment = setup
+    for status in ("not_met", "partial", "met"):
+        version = assessments.answer_for(assessment, ITEM).version if count(Answer) else 0
+        client.post(answer_url(assessment), data={"status": status, "note": f"now {status}", "version": str(version)})
+    changes = db.session.scalars(select(AnswerChange).order_by(AnswerChange.id)).all()
+    assert [(c.from_status, c.to_status) for c in changes] == [(None, "not_met"), ("not_met", "partial"), ("partial", "met")]
+    page = client.get(f"/assessments/{assessment.id}/items/{ITEM}/history").get_data(as_text=True)
+    assert "now partial" in page and "Not met" in page
+
+
+def test_na_needs_a_reason(client, setup):
+    _, _, assessment = setup
+    response = client.post(answer_url(assessment), data={"status": "n_a", "note": "  ", "version": "0"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 400
+    assert "N/A needs a reason" in response.get_data(as_text=True)
+    assert count(Answer) == 0 and count(AnswerChange) == 0
+    response = client.post(answer_url(assessment), data={"status": "n_a", "note": "No logs: batch job", "version": "0"})
+    assert db.session.scalar(select(Answer.status)) == "n_a"
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,<b>x</b>", "file:///etc/passwd",
+                                 "//no-scheme.example", "https://exa mple.test/"])
+def test_evidence_urls_must_be_http(client, setup, url):
+    _, _, assessment = setup
+    response = client.post(f"/assessments/{assessment.id}/items/{ITEM}/evidence", data={"url": url, "title": "x"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 400
+    assert "Link not added" in response.get_data(as_text=True)
+    assert count(Evidence) == 0
+
+
+def test_evidence_add_and_remove(client, setup):
+    _, _, assessment = setup
+    client.post(f"/assessments/{assessment.id}/items/{ITEM}/evidence",
+                data={"url": "https://wiki.example.test/logging", "title": "Logging design"})
+    evidence = db.session.scalar(select(Evidence))
+    assert evidence.title == "Logging design"
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    assert "https://wiki.example.test/logging" in page
+    client.post(f"/evidence/{evidence.id}/remove")
+    assert count(Evidence) == 0
+
+
+def test_huge_note_is_refused(client, setup):
+    _, _, assessment = setup
+    response = client.post(answer_url(assessment), data={"status": "met", "note": "x" * 10_000_000, "version": "0"})
+    assert response.status_code == 413
+    response = client.post(answer_url(assessment), data={"status": "met", "note": "x" * 30_000, "version": "0"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 400
+    assert count(Answer) == 0
+
+
+def test_unknown_item_and_not_applicable_item(client, setup):
+    _, _, assessment = setup
+    assert client.post(answer_url(assessment, "no_such_item"), data={"status": "met", "version": "0"}).status_code == 404
+    response = client.post(answer_url(assessment, TIER1_ONLY), data={"status": "met", "version": "0"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 400 and "does not apply to tier 2" in response.get_data(as_text=True)
+    assert count(Answer) == 0
+
+
+def test_signed_off_assessment_cannot_change(client, setup):
+    _, _, assessment = setup
+    assessment.state = "signed_off"
+    db.session.commit()
+    response = client.post(answer_url(assessment), data={"status": "met", "version": "0"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 400 and "can no longer be changed" in response.get_data(as_text=True)
+    assert count(Answer) == 0
+
+
+def test_forged_assessment_of_another_team_is_forbidden(client, setup):
+    other_service = ServiceFactory()
+    other = assessments.start_assessment(other_service, catalog.latest_version("production-readiness"), UserFactory())
+    db.session.commit()
+    assert client.post(answer_url(other), data={"status": "met", "version": "0"}).status_code == 403
+    assert client.post(f"/assessments/{other.id}/items/{ITEM}/evidence",
+                       data={"url": "https://x.example.test/"}).status_code == 403
+    assert count(Answer) == 0
+
+
+def test_concurrent_edit_gets_a_conflict_not_an_overwrite(app, client, setup):
+    user, service, assessment = setup
+    colleague = MembershipFactory(team=service.team, role="member").user
+    db.session.commit()
+    other = app.test_client()
+    other.post("/login", data={"email": colleague.email, "password": "correct horse battery"})
+    # Both loaded the page when the item was unanswered (version 0); the colleague saves first.
+    assert other.post(answer_url(assessment), data={"status": "not_met", "note": "no JSON yet", "version": "0"}).status_code == 302
+    response = client.post(answer_url(assessment), data={"status": "met", "note": "mine", "version": "0"},
+                           headers={"HX-Request": "true"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 409
+    assert "changed this item while you were editing" in page and "no JSON yet" in page
+    answer = db.session.scalar(select(Answer))
+    db.session.refresh(answer)
+    assert (answer.status, answer.note) == ("not_met", "no JSON yet")
+
+
+def test_stale_version_at_flush_is_a_conflict(setup):
+    user, _, assessment = setup
+    answer = assessments.record_answer(assessment, ITEM, "met", "", user, expected_version=0)
+    db.session.commit()
+    with pytest.raises(assessments.AnswerConflict):
+        assessments.record_answer(assessment, ITEM, "partial", "", user, expected_version=answer.version - 1)
+
+
+def test_markdown_note_is_rendered_inert(client, setup):
+    _, _, assessment = setup
+    note = '<script>alert(1)</script> <img src=x onerror="alert(2)"> [x](javascript:alert(3)) **bold**'
+    client.post(answer_url(assessment), data={"status": "met", "note": note, "version": "0"})
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    assert "<script>alert(1)" not in page
+    assert "<img src=x onerror" not in page and 'onerror="alert(2)"' not in page
+    assert 'href="javascript:' not in page
+    assert "<strong>bold</strong>" in page and "&lt;script&gt;" in page
+
+
+def test_waiver_request_approve_and_expire(app, client, auth, setup):
+    user, service, assessment = setup
+    assessments.record_answer(assessment, CRITICAL, "not_met", "vault migration pending", user)
+    db.session.commit()
+    assert CRITICAL in assessments.scorecard(assessment).blockers
+    url = f"/assessments/{assessment.id}/items/{CRITICAL}/waiver"
+    too_late = (date.today() + timedelta(days=400)).isoformat()
+    response = client.post(url, data={"reason": "r", "compensating_control": "c", "risk_owner_id": str(user.id),
+                                      "expires_on": too_late})
+    assert response.status_code == 400 and "at most one year" in response.get_data(as_text=True)
+    assert count(Waiver) == 0
+    soon = (date.today() + timedelta(days=30)).isoformat()
+    response = client.post(url, data={"reason": "migration in Q1", "compensating_control": "secrets scanned daily",
+                                      "risk_owner_id": str(user.id), "expires_on": soon})
+    assert response.status_code == 302
+    waiver = db.session.scalar(select(Waiver))
+    assert waiver.state == "requested"
+    # The maintainer is no reviewer: cannot approve their own waiver.
+    assert client.post(f"/waivers/{waiver.id}/decide", data={"decision": "approve"}).status_code == 403
+    reviewer = UserFactory(is_reviewer=True)
+    db.session.commit()
+    auth.logout()
+    auth.login(reviewer)
+    client.post(f"/waivers/{waiver.id}/decide", data={"decision": "approve"})
+    db.session.refresh(waiver)
+    assert waiver.state == "approved" and waiver.approved_by_id == reviewer.id
+    db.session.expire_all()
+    card = assessments.scorecard(assessment)
+    assert CRITICAL not in card.blockers and not card.expired_waivers
+    waiver.expires_on = date.today() - timedelta(days=1)
+    db.session.commit()
+    db.session.expire_all()
+    card = assessments.scorecard(assessment)
+    assert CRITICAL in card.blockers and CRITICAL in card.expired_waivers
+    assert "expired" in client.get(f"/assessments/{assessment.id}").get_data(as_text=True).lower()
+
+
+def test_waiver_only_for_not_met_or_partial(client, setup):
+    user, _, assessment = setup
+    response = client.post(f"/assessments/{assessment.id}/items/{ITEM}/waiver",
+                           data={"reason": "r", "compensating_control": "c", "risk_owner_id": str(user.id),
+                                 "expires_on": (date.today() + timedelta(days=10)).isoformat()})
+    assert response.status_code == 400 and "can be waived" in response.get_data(as_text=True)
+
+
+def test_reassess_copies_answers_and_keeps_the_old_one(client, setup):
+    user, service, assessment = setup
+    assessments.record_answer(assessment, ITEM, "met", "kept", user)
+    db.session.commit()
+    version_id = assessment.checklist_version_id
+    response = client.post(f"/services/{service.id}/assessments/new",
+                           data={"checklist": str(version_id), "copy_previous": "y"})
+    assert response.status_code == 302
+    new = db.session.scalars(select(Assessment).order_by(Assessment.id.desc())).first()
+    assert new.id != assessment.id and new.copied_from_id == assessment.id
+    assert assessments.answer_for(new, ITEM).note == "kept"
+    assessments.record_answer(new, ITEM, "partial", "changed", user)
+    db.session.commit()
+    assert assessments.answer_for(assessment, ITEM).status == "met"
+
+
+def test_compare_two_assessments_and_one_at_two_dates(client, setup):
+    user, service, assessment = setup
+    assessments.record_answer(assessment, ITEM, "not_met", "", user)
+    db.session.commit()
+    second = assessments.start_assessment(service, assessment.checklist_version, user, copy_from=assessment)
+    assessments.record_answer(second, ITEM, "met", "", user)
+    db.session.commit()
+    page = client.get(f"/services/{service.id}/compare?a={assessment.id}&b={second.id}").get_data(as_text=True)
+    assert "Structured logging (JSON)" in page and "+" in page
+    rows = {r.key: r for r in assessments.compare(assessment, second)}
+    assert rows[ITEM].before == "not_met" and rows[ITEM].after == "met" and rows[ITEM].changed
+    moment = db.session.scalar(select(func.min(AnswerChange.changed_at)))
+    assert assessments.score_at(assessment, moment - timedelta(seconds=1)) == 0.0
+    assert client.get(f"/services/{service.id}/compare?a={assessment.id}&b={assessment.id}&a_at=bogus").status_code == 400
+
+
+def test_upgrade_carries_answers_over_by_key_and_replaces(setup):
+    user, _, assessment = setup
+    assessments.record_answer(assessment, ITEM, "met", "json", user)
+    assessments.record_answer(assessment, "log_rotation", "partial", "", user)
+    db.session.commit()
+    old_path = catalog.checklist_dirs()[0] + "/production-readiness.yaml"
+    text = open(old_path).read()
+    text = text.replace("key: structured_logging", "key: json_logging\n        replaces: [structured_logging]")
+    text = text.replace('version: "1.0.0"', 'version: "1.1.0"')
+    new = catalog._store(parse_checklist(text, "v11.yaml"))
+    db.session.commit()
+    diff = assessments.upgrade(assessment, new, user)
+    db.session.commit()
+    db.session.expire_all()
+    assert diff.renamed == {"structured_logging": "json_logging"}
+    assert assessments.answer_for(assessment, "json_logging").note == "json"
+    assert assessments.answer_for(assessment, "log_rotation").status == "partial"
+    assert assessment.checklist_version.version == "1.1.0"

@@ -1,0 +1,139 @@
+"""Probes inside the app: runs stored, probe-backed answers filled in, overrides respected,
+"Probe now", the CLI, concurrency with hanging targets, and retention roll-ups."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.factories import MembershipFactory, ServiceFactory
+from tests.probe_targets import hostile_server
+from webapp import assessments, catalog
+from webapp.extensions import db
+from webapp.models import ProbeDailyRollup, ProbeResult, ProbeRun, utcnow
+from webapp.probes import runs
+from webapp.probes.tasks import probe_services
+
+HEALTH_ITEM = "health_checks_configured"
+METRICS_ITEM = "metrics_exported"
+RUNBOOK_ITEM = "runbook"
+ONCALL_ITEM = "oncall_rotation"
+
+
+@pytest.fixture(scope="module")
+def targets():
+    with hostile_server() as servers:
+        yield servers
+
+
+@pytest.fixture
+def world(targets, auth):
+    membership = MembershipFactory(role="member")
+    service = ServiceFactory(
+        team=membership.team, tier=1, base_url=targets.url("/"), health_url=targets.url("/health"),
+        readiness_url=targets.url("/ready"), deep_health_url=targets.url("/health/deep"),
+        metrics_url=targets.url("/metrics"), oncall_url="https://oncall.example.test/payments")
+    catalog.sync(force=True)
+    assessment = assessments.start_assessment(service, catalog.latest_version("production-readiness"),
+                                              membership.user)
+    db.session.commit()
+    auth.login(membership.user)
+    return membership.user, service, assessment
+
+
+def test_probe_run_stores_results_and_answers_probe_backed_items(world):
+    user, service, assessment = world
+    probe_services([service], "manual")
+    latest = runs.latest_results(service)
+    assert latest["health"].outcome == "pass"
+    assert latest["metrics"].outcome in ("pass", "warn")
+    assert latest["deep_health"].outcome == "pass"
+    assert latest["correlation_id"].outcome in ("pass", "fail")
+    assert latest["runbook_present"].outcome == "fail" and latest["oncall_present"].outcome == "pass"
+    assert latest["https"].outcome in ("fail", "error")  # served over plain HTTP only
+    db.session.expire_all()
+    health = assessments.answer_for(assessment, HEALTH_ITEM)
+    assert (health.source, health.status, health.probe_result_id) == ("probe", "met", latest["health"].id)
+    assert assessments.answer_for(assessment, RUNBOOK_ITEM).status == "not_met"
+    assert assessments.answer_for(assessment, ONCALL_ITEM).status == "met"
+    run = db.session.scalar(select(ProbeRun))
+    assert run.finished_at is not None and service.next_probe_at > utcnow()
+
+
+def test_a_person_overrides_a_probe_answer_only_with_a_note(world):
+    user, service, assessment = world
+    probe_services([service], "manual")
+    with pytest.raises(assessments.AssessmentError, match="came from a probe"):
+        assessments.record_answer(assessment, HEALTH_ITEM, "not_met", "", user)
+    assessments.record_answer(assessment, HEALTH_ITEM, "not_met", "health endpoint lies: no DB check", user)
+    db.session.commit()
+    probe_services([service], "manual")
+    db.session.expire_all()
+    answer = assessments.answer_for(assessment, HEALTH_ITEM)
+    assert (answer.source, answer.status) == ("manual", "not_met")
+
+
+def test_probe_now_button_and_live_results_page(client, world):
+    _, service, _ = world
+    response = client.post(f"/services/{service.id}/probes/run")
+    assert response.status_code == 302 and "/probes/runs/" in response.headers["Location"]
+    page = client.get(response.headers["Location"], headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "health" in page and "Pass" in page
+    page = client.get(f"/services/{service.id}/probes").get_data(as_text=True)
+    assert "uptime" in page.lower()
+
+
+def test_hanging_targets_do_not_delay_healthy_ones(targets, world):
+    _, healthy, _ = world
+    hanging = [ServiceFactory(team=healthy.team, health_url=targets.url("/silence"), base_url=None)
+               for _ in range(10)]
+    db.session.commit()
+    started = time.monotonic()
+    probe_services([healthy, *hanging], "schedule")
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 + 2.5, elapsed  # one deadline (2 s) for everyone, plus bookkeeping
+    assert runs.latest_results(healthy)["health"].outcome == "pass"
+    for service in hanging:
+        result = runs.latest_results(service)["health"]
+        assert (result.outcome, result.error_code) == ("error", "timeout")
+
+
+def test_cli_check_prints_one_json_object(runner, targets):
+    result = runner.invoke(args=["probes", "check", targets.url("/health"), "--kind", "health"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert {"kind", "outcome", "error_code", "duration_ms", "status_code", "explanation", "details"} <= set(data)
+    assert data["outcome"] == "pass"
+    result = runner.invoke(args=["probes", "check", targets.url("/health-says-fail"), "--kind", "health"])
+    assert result.exit_code == 1 and json.loads(result.output)["outcome"] == "fail"
+    result = runner.invoke(args=["probes", "check", "http://169.254.169.254/", "--kind", "health"])
+    assert result.exit_code == 1 and json.loads(result.output)["error_code"] == "ssrf_blocked"
+    assert runner.invoke(args=["probes", "check", "ftp://x", "--kind", "health"]).exit_code == 2
+    assert runner.invoke(args=["probes", "check", targets.url("/health"), "--kind", "nope"]).exit_code == 2
+
+
+def test_cli_run_one_service(runner, world):
+    _, service, _ = world
+    result = runner.invoke(args=["probes", "run", service.slug])
+    assert result.exit_code == 0, result.output
+    assert "probed 1 service" in result.output
+    assert runner.invoke(args=["probes", "run", "no-such-service"]).exit_code == 2
+
+
+def test_retention_rolls_up_old_results(world):
+    _, service, assessment = world
+    probe_services([service], "manual")
+    total = db.session.scalar(select(func.count(ProbeResult.id)))
+    later = utcnow() + timedelta(days=31)
+    removed = runs.roll_up_old_results(30, now=later)
+    db.session.commit()
+    assert removed == total
+    assert db.session.scalar(select(func.count(ProbeResult.id))) == 0
+    rollup = db.session.scalar(select(ProbeDailyRollup).where(ProbeDailyRollup.kind == "health"))
+    assert (rollup.runs, rollup.passes) == (1, 1)
+    db.session.expire_all()
+    assert assessments.answer_for(assessment, HEALTH_ITEM).probe_result_id is None
