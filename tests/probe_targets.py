@@ -279,16 +279,24 @@ async def gzip_bomb(req: Request, reader, writer) -> bool:
     return False
 
 
+_METRICS_FLOOD: bytes | None = None
+
+
 async def endless_metrics(req: Request, reader, writer) -> bool:
     """Valid Prometheus text that never ends: the parser must only see the capped part."""
+    global _METRICS_FLOOD
+    if _METRICS_FLOOD is None:  # 2 MB of distinct samples, built once, then repeated
+        _METRICS_FLOOD = "".join(
+            f'app_items_total{{shard="{i // 100}",item="{i % 100}"}} {i}\n' for i in range(50_000)
+        ).encode()
     writer.write(
         _head("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Transfer-Encoding", "chunked")])
     )
-    for batch in range(100_000):
-        lines = "".join(
-            f'app_items_total{{shard="{batch}",item="{i}"}} {i}\n' for i in range(500)
-        ).encode()
-        writer.write(b"%x\r\n" % len(lines) + lines + b"\r\n")
+    view = memoryview(_METRICS_FLOOD)
+    for batch in range(1_000_000):
+        offset = (batch * 65_536) % len(view)
+        chunk = view[offset : offset + 65_536]
+        writer.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         await writer.drain()
         if _client_gone(reader, writer):
             break

@@ -157,3 +157,19 @@ def test_csrf_is_enforced(app, client):
         assert "CSRF" in response.get_data(as_text=True)
     finally:
         app.config["WTF_CSRF_ENABLED"] = False
+
+
+def test_sign_in_is_rate_limited(client):
+    from webapp.extensions import limiter
+
+    UserFactory(email="target@example.test")
+    db.session.commit()
+    limiter.enabled = True
+    limiter.reset()
+    try:
+        codes = [client.post("/login", data={"email": "target@example.test", "password": "guess"}).status_code
+                 for _ in range(21)]
+    finally:
+        limiter.enabled = False
+        limiter.reset()
+    assert codes[:20] == [400] * 20 and codes[20] == 429

@@ -16,7 +16,9 @@ from webapp.extensions import db
 
 
 def _roundtrip(url: str, tmp_path) -> None:
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x" * 32})
+    # RATELIMIT_ENABLED off: Flask-Limiter keeps "enabled" on its one global object.
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x" * 32,
+                      "RATELIMIT_ENABLED": False})
     app.instance_path = str(tmp_path)
     with app.app_context():
         flask_migrate.upgrade()

@@ -112,17 +112,18 @@ def _copy_answers(source: Assessment, target: Assessment, keys: dict[str, str], 
         previous = old.get(old_key)
         if previous is None or previous.status is None:
             continue
-        answer = Answer(assessment=target, item_key=new_key, status=previous.status,
+        answer = Answer(assessment_id=target.id, item_key=new_key, status=previous.status,
                         note=previous.note, source=previous.source,
                         answered_by_id=previous.answered_by_id, answered_at=previous.answered_at)
+        db.session.add(answer)
         for item in previous.evidence:
             answer.evidence.append(Evidence(url=item.url, title=item.title, added_by_id=item.added_by_id,
                                             checked_at=item.checked_at, check_ok=item.check_ok,
                                             check_error=item.check_error))
         answer.changes.append(AnswerChange(from_status=None, to_status=previous.status, note=previous.note,
                                            source="manual", changed_by_id=actor.id))
-        db.session.add(answer)
     db.session.flush()
+    db.session.expire(target, ["answers"])
 
 
 # Answering -----------------------------------------------------------------------------

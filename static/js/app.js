@@ -7,6 +7,8 @@
   if (window.htmx) {
     htmx.config.includeIndicatorStyles = false; // would be an inline <style>, refused by the CSP
     htmx.config.allowEval = false;
+    // We never use style attributes; settling them would trip the CSP.
+    htmx.config.attributesToSettle = ["class", "width", "height"];
     // htmx 2 does not swap 4xx responses by default; ours carry the card with its error
     // (400) or with the other person's answer (409), so swap those too.
     htmx.config.responseHandling = [

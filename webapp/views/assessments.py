@@ -54,6 +54,10 @@ def start(service_id: int):
     form = StartAssessmentForm()
     form.checklist.choices = choices((v.id, f"{v.title} (v{v.version})") for v in versions)
     previous = next(iter(service.assessments), None)
+    if request.method == "GET":
+        # Default to what the service used last, else the main production readiness checklist.
+        preferred = previous.checklist_version.slug if previous else "production-readiness"
+        form.checklist.data = next((v.id for v in versions if v.slug == preferred), None)
     if form.validate_on_submit():
         version = db.session.get(ChecklistVersion, form.checklist.data)
         copy_from = previous if form.copy_previous.data else None
