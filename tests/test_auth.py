@@ -159,17 +159,23 @@ def test_csrf_is_enforced(app, client):
         app.config["WTF_CSRF_ENABLED"] = False
 
 
-def test_sign_in_is_rate_limited(client):
+def test_sign_in_is_rate_limited(app):
+    from webapp import create_app
     from webapp.extensions import limiter
 
     UserFactory(email="target@example.test")
     db.session.commit()
-    limiter.enabled = True
-    limiter.reset()
+    # Flask-Limiter keeps its state on one global object, set up by the last init_app:
+    # build an app with limits on, and switch them off again afterwards.
+    limited = create_app({"TESTING": True, "SECRET_KEY": "x" * 32, "WTF_CSRF_ENABLED": False,
+                          "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+                          "RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://"})
     try:
+        client = limited.test_client()
         codes = [client.post("/login", data={"email": "target@example.test", "password": "guess"}).status_code
                  for _ in range(21)]
     finally:
         limiter.enabled = False
-        limiter.reset()
+        with limited.app_context():
+            db.engine.dispose()
     assert codes[:20] == [400] * 20 and codes[20] == 429
