@@ -4,6 +4,7 @@ re-assess, upgrade — and bad input refused with nothing stored."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -40,7 +41,7 @@ def answer_url(assessment, key=ITEM):
 
 
 def test_answer_with_full_page_post_and_with_htmx(client, setup):
-    user, service, assessment = setup
+    user, _service, assessment = setup
     response = client.post(answer_url(assessment), data={"status": "met", "note": "JSON via structlog", "version": "0"})
     assert response.status_code == 302 and response.headers["Location"].endswith(f"#item-{ITEM}")
     answer = db.session.scalar(select(Answer))
@@ -140,7 +141,7 @@ def test_forged_assessment_of_another_team_is_forbidden(client, setup):
 
 
 def test_concurrent_edit_gets_a_conflict_not_an_overwrite(app, client, setup):
-    user, service, assessment = setup
+    _user, service, assessment = setup
     colleague = MembershipFactory(team=service.team, role="member").user
     db.session.commit()
     other = app.test_client()
@@ -177,7 +178,7 @@ def test_markdown_note_is_rendered_inert(client, setup):
 
 
 def test_waiver_request_approve_and_expire(app, client, auth, setup):
-    user, service, assessment = setup
+    user, _service, assessment = setup
     assessments.record_answer(assessment, CRITICAL, "not_met", "vault migration pending", user)
     db.session.commit()
     assert CRITICAL in assessments.scorecard(assessment).blockers
@@ -259,7 +260,7 @@ def test_upgrade_carries_answers_over_by_key_and_replaces(setup):
     assessments.record_answer(assessment, "log_rotation", "partial", "", user)
     db.session.commit()
     old_path = catalog.checklist_dirs()[0] + "/production-readiness.yaml"
-    text = open(old_path).read()
+    text = Path(old_path).read_text()
     text = text.replace("key: structured_logging", "key: json_logging\n        replaces: [structured_logging]")
     text = text.replace('version: "1.0.0"', 'version: "1.1.0"')
     new = catalog._store(parse_checklist(text, "v11.yaml"))

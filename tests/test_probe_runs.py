@@ -46,7 +46,7 @@ def world(targets, auth):
 
 
 def test_probe_run_stores_results_and_answers_probe_backed_items(world):
-    user, service, assessment = world
+    _user, service, assessment = world
     probe_services([service], "manual")
     latest = runs.latest_results(service)
     assert latest["health"].outcome == "pass"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from tests.factories import MembershipFactory, ServiceFactory, TeamFactory, UserFactory
+from tests.factories import MembershipFactory, ServiceFactory, UserFactory
 from webapp.extensions import db
 from webapp.models import AuditEvent, Membership, OwnershipChange, Service, Team
 

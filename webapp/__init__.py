@@ -80,7 +80,8 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
-    huey.immediate = bool(app.config.get("HUEY_IMMEDIATE"))
+    if app.config.get("HUEY_IMMEDIATE"):
+        huey.immediate = True  # tests: run jobs inline (the queue is process-global)
 
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:

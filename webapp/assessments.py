@@ -74,14 +74,26 @@ class DashboardRow:
     assessment: Assessment | None
     card: scoring.ScoreCard | None
     trend: list[float]
+    probe_outcome: str | None  # the worst latest probe outcome, None if never probed
+
+
+PROBE_SEVERITY = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
+
+
+def score_trend(service: Service, points: int = 20) -> list[float]:
+    """The service's last score snapshots, oldest first."""
+    return list(db.session.scalars(
+        select(ScoreSnapshot.score).where(ScoreSnapshot.service_id == service.id)
+        .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(points)))[::-1]
 
 
 def dashboard_row(service: Service) -> DashboardRow:
+    from webapp.probes.runs import latest_results
+
     latest = next((a for a in service.assessments if a.state != "superseded"), None)
-    trend = list(db.session.scalars(
-        select(ScoreSnapshot.score).where(ScoreSnapshot.service_id == service.id)
-        .order_by(ScoreSnapshot.at.desc()).limit(20)))[::-1]
-    return DashboardRow(service, latest, scorecard(latest) if latest else None, trend)
+    outcomes = [r.outcome for r in latest_results(service).values()]
+    worst = max(outcomes, key=PROBE_SEVERITY.__getitem__) if outcomes else None
+    return DashboardRow(service, latest, scorecard(latest) if latest else None, score_trend(service), worst)
 
 
 # Starting ------------------------------------------------------------------------------
@@ -151,9 +163,9 @@ def answer_for(assessment: Assessment, item_key: str) -> Answer | None:
 def _get_or_create_answer(assessment: Assessment, item_key: str) -> Answer:
     answer = answer_for(assessment, item_key)
     if answer is None:
-        answer = Answer(assessment_id=assessment.id, item_key=item_key, status=None, note="",
-                        source="manual")
-        db.session.add(answer)
+        # Through the collection, so a loaded assessment.answers sees it when scoring.
+        answer = Answer(item_key=item_key, status=None, note="", source="manual")
+        assessment.answers.append(answer)
         db.session.flush()
     return answer
 

@@ -14,7 +14,13 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import func, select
 
-from webapp.checklists import Checklist, ChecklistInvalid, ChecklistProblem, discover, load_checklist
+from webapp.checklists import (
+    Checklist,
+    ChecklistInvalid,
+    ChecklistProblem,
+    discover,
+    load_checklist,
+)
 from webapp.extensions import db
 from webapp.models import ChecklistVersion, utcnow
 

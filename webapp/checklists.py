@@ -332,7 +332,7 @@ def parse_checklist(text: str | bytes, path: str = "<string>") -> Checklist:
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ChecklistInvalid([ChecklistProblem(path, None, f"not UTF-8 text: {exc}")])
+        raise ChecklistInvalid([ChecklistProblem(path, None, f"not UTF-8 text: {exc}")]) from None
 
     loader = _Loader(source)
     try:
@@ -342,9 +342,9 @@ def parse_checklist(text: str | bytes, path: str = "<string>") -> Checklist:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         message = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise ChecklistInvalid([ChecklistProblem(path, line, f"YAML syntax error: {message}")])
+        raise ChecklistInvalid([ChecklistProblem(path, line, f"YAML syntax error: {message}")]) from None
     except yaml.YAMLError as exc:
-        raise ChecklistInvalid([ChecklistProblem(path, None, f"YAML error: {exc}")])
+        raise ChecklistInvalid([ChecklistProblem(path, None, f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
 
@@ -392,7 +392,7 @@ def load_checklist(path: str | os.PathLike) -> Checklist:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ChecklistInvalid([ChecklistProblem(
-            str(path), None, f"cannot read file: {exc.strerror or exc}")])
+            str(path), None, f"cannot read file: {exc.strerror or exc}")]) from None
     return parse_checklist(raw, str(path))
 
 

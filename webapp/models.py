@@ -277,7 +277,7 @@ class Answer(db.Model):
     )
 
     # Optimistic locking: SQLAlchemy adds "AND version = :old" to every UPDATE.
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - read once by the mapper
 
 
 class AnswerChange(db.Model):

@@ -474,7 +474,7 @@ class Fetcher:
             use_dns_cache=False,
             ssl=self._ssl_context,
         )
-        field_cap = min(self.limits.max_header_bytes, 8190)
+        field_cap = self.limits.max_header_bytes  # one big CSP or cookie header is legitimate
         self._session = aiohttp.ClientSession(
             connector=connector,
             trust_env=False,

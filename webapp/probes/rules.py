@@ -39,6 +39,7 @@ CHECK_KINDS = (
 )
 
 MAX_DETAILS_BYTES = 4096
+METRICS_PARSE_BYTES = 256 * 1024
 EXCERPT_CHARS = 1024
 _MAX_DETAIL_STR = 300
 _MAX_DETAIL_ITEMS = 20
@@ -57,6 +58,7 @@ _STATUS_WORDS = {
     "ok": "pass",
     "up": "pass",
     "healthy": "pass",
+    "ready": "pass",
     "green": "pass",
     "warn": "warn",
     "warning": "warn",
@@ -413,9 +415,12 @@ def judge_metrics(url: str, fetched: FetchResult) -> CheckResult:
             details=details,
         )
     body = fetched.body
-    if truncated:
+    if truncated or len(body) > METRICS_PARSE_BYTES:
+        # Parsing is CPU-bound (~0.35 s per MiB, holding the GIL), so a flood of huge
+        # metrics pages would stall the sweep: judge on a whole-line prefix instead.
+        body = body[:METRICS_PARSE_BYTES]
         body = body[: body.rfind(b"\n") + 1]
-        details["note"] = "body over the size limit; parsed the first part only"
+        details["note"] = f"large body; parsed the first {METRICS_PARSE_BYTES // 1024} KiB only"
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -35,7 +35,7 @@ def _check_database() -> dict:
     started = time.perf_counter()
     try:
         db.session.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure means "not ready", whatever the driver raised
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", whatever the driver raised
         current_app.logger.warning("readiness: database check failed: %s", exc)
         return {"status": "fail", "error": type(exc).__name__}
     return {"status": "pass", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
@@ -46,7 +46,7 @@ def _check_queue() -> dict:
 
     try:
         pending = huey.pending_count()
-    except Exception as exc:  # Redis down, SQLite locked: report, don't crash the probe
+    except Exception as exc:  # noqa: BLE001 - Redis down, SQLite locked: report, never crash the probe
         return {"status": "fail", "error": type(exc).__name__}
     return {"status": "pass", "pending": pending}
 

@@ -68,6 +68,7 @@ def show(service_id: int):
         "services/show.html", service=service, ownership=ownership,
         can_edit=can_edit_services(current_user, service.team), confirm_form=ConfirmForm(),
         scorecards={a.id: assessments.scorecard(a) for a in service.assessments[:10]},
+        trend=assessments.score_trend(service),
     )
 
 
