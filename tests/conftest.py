@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Before webapp is imported: its job queue and dev secret must never touch the repo's
+# instance/ folder (a developer's `make run` database and queue live there).
+os.environ["PREFLIGHT_INSTANCE_PATH"] = tempfile.mkdtemp(prefix="preflight-test-instance-")
 
 from webapp import create_app
 from webapp.extensions import db
@@ -107,3 +112,7 @@ def is_postgres(app) -> bool:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ["PREFLIGHT_INSTANCE_PATH"], ignore_errors=True)

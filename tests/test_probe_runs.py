@@ -137,3 +137,41 @@ def test_retention_rolls_up_old_results(world):
     assert (rollup.runs, rollup.passes) == (1, 1)
     db.session.expire_all()
     assert assessments.answer_for(assessment, HEALTH_ITEM).probe_result_id is None
+
+
+def test_evidence_link_check_marks_broken_and_blocked_links(targets, world):
+    import asyncio
+
+    from webapp.models import Evidence
+    from webapp.probes.tasks import check_links
+
+    user, _, assessment = world
+    links = {"ok": targets.url("/health"), "missing": targets.url("/no-such-page"),
+             "metadata": "http://169.254.169.254/latest/meta-data/", "reset": targets.url("/reset")}
+    for title, url in links.items():
+        assessments.add_evidence(assessment, "structured_logging", url, title, user)
+    db.session.commit()
+    evidence = db.session.scalars(select(Evidence)).all()
+    asyncio.run(check_links(evidence))
+    db.session.commit()
+    state = {e.title: (e.check_ok, e.check_error) for e in db.session.scalars(select(Evidence))}
+    assert state["ok"] == (True, None)
+    assert state["missing"][0] is False and "404" in state["missing"][1]
+    assert state["metadata"][0] is None and "not checked" in state["metadata"][1]
+    assert state["reset"][0] is False
+    page = assessments.answer_for(assessment, "structured_logging")
+    assert all(e.checked_at for e in page.evidence)
+
+
+def test_failure_excerpt_is_shown_escaped(client, world):
+    _, service, _ = world
+    run = runs.start_run(service, "manual")
+    from webapp.probes.rules import CheckResult
+
+    row = runs.store_result(run, CheckResult(
+        "health", service.health_url, "fail", "answered HTTP 500", status_code=500,
+        details={"excerpt": "<script>alert('x')</script><img src=x onerror=alert(1)>"}))
+    db.session.commit()
+    page = client.get(f"/probe-results/{row.id}").get_data(as_text=True)
+    assert "<script>alert(" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;" in page

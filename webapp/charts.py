@@ -23,9 +23,14 @@ def line_chart(values: list[float | None], *, width: int = 600, height: int = 12
         current.append(f"{index * step:.1f},{height - 4 - (value / top) * (height - 8):.1f}")
     if current:
         segments.append(current)
-    lines = "".join(f'<polyline class="chart-line" fill="none" stroke="currentColor" stroke-width="2" points="{" ".join(seg)}"/>' for seg in segments)
+    lines = "".join(
+        f'<polyline fill="none" stroke="currentColor" stroke-width="2" points="{" ".join(seg)}"/>'
+        if len(seg) > 1 else
+        f'<circle cx="{seg[0].split(",")[0]}" cy="{seg[0].split(",")[1]}" r="3" fill="currentColor"/>'
+        for seg in segments)
     title = escape(f"{label}: max {top:.0f}{unit}, last {points[-1]:.0f}{unit}")
     return Markup(
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{title}">'
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" height="{height}" '
+        f'preserveAspectRatio="none" role="img" aria-label="{title}">'
         f"<title>{title}</title>{lines}</svg>"
     )

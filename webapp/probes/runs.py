@@ -51,6 +51,13 @@ def network_targets(service: Service) -> list[tuple[str, str]]:
     return targets
 
 
+def check_options(service: Service, kind: str) -> dict:
+    """Extra arguments a check needs: deep health must differ from the shallow health URL."""
+    if kind == "deep_health" and service.health_url:
+        return {"shallow_url": service.health_url}
+    return {}
+
+
 def record_checks(service: Service) -> list[CheckResult]:
     """Checks answered from Preflight's own data: a runbook and an on-call rotation exist."""
     runbook = db.session.scalar(select(RunbookRevision).where(RunbookRevision.service_id == service.id)

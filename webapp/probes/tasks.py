@@ -60,7 +60,8 @@ def complete_runs(run_ids: list[int]) -> list[int]:
     then answer probe-backed items. Commits."""
     probe_runs = [db.session.get(ProbeRun, run_id) for run_id in run_ids]
     probe_runs = [run for run in probe_runs if run is not None and run.finished_at is None]
-    targets = [(run.id, kind, url) for run in probe_runs for kind, url in runs.network_targets(run.service)]
+    targets = [(run.id, kind, url, runs.check_options(run.service, kind))
+               for run in probe_runs for kind, url in runs.network_targets(run.service)]
     asyncio.run(_sweep(targets))
     for run_id in [run.id for run in probe_runs]:
         run = db.session.get(ProbeRun, run_id)
@@ -73,16 +74,16 @@ def complete_runs(run_ids: list[int]) -> list[int]:
     return run_ids
 
 
-async def _sweep(targets: list[tuple[int, str, str]]) -> None:
+async def _sweep(targets: list[tuple[int, str, str, dict]]) -> None:
     """Run every check; one hanging target only ever costs its own deadline."""
     from flask import current_app
 
     gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
     pending: list[tuple[int, CheckResult]] = []
 
-    async def one(fetcher, run_id: int, kind: str, url: str) -> None:
+    async def one(fetcher, run_id: int, kind: str, url: str, options: dict) -> None:
         async with gate:
-            pending.append((run_id, await run_check(kind, url, fetcher)))
+            pending.append((run_id, await run_check(kind, url, fetcher, **options)))
 
     def flush() -> None:
         while pending:
