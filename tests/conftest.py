@@ -106,11 +106,6 @@ def auth(client):
     return Auth(client)
 
 
-@pytest.fixture
-def is_postgres(app) -> bool:
-    return db.engine.dialect.name == "postgresql"
-
-
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -373,9 +373,9 @@ def compare(old: Assessment, new: Assessment, old_at: datetime | None = None,
     before, after = statuses_at(old, old_at), statuses_at(new, new_at)
     old_list, new_list = checklist_for(old), checklist_for(new)
     rows, seen = [], set()
-    renamed = {old_key: new_key for new_key, old_key in carry_over_keys(old_list, new_list).items()}
+    old_key_of = carry_over_keys(old_list, new_list)  # new key -> old key
     for item in new_list.items:
-        old_key = next((k for k, v in renamed.items() if v == item.key), item.key)
+        old_key = old_key_of.get(item.key, item.key)
         rows.append(ComparedItem(item.key, item.title, before.get(old_key), after.get(item.key)))
         seen.add(old_key)
     for item in old_list.items:

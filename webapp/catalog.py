@@ -8,7 +8,6 @@ the checklists page, and the version loaded before keeps serving.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from pathlib import Path
 
 from flask import current_app
@@ -112,12 +111,12 @@ def latest_version(slug: str) -> ChecklistVersion | None:
     return db.session.get(ChecklistVersion, newest) if newest else None
 
 
-@lru_cache(maxsize=64)
-def _parsed(version_id: int, content_hash: str, content_key: str) -> Checklist:
-    version = db.session.get(ChecklistVersion, version_id)
-    return Checklist.from_json(version.content)
+_parsed: dict[str, Checklist] = {}  # by content hash: a version's content never changes
 
 
 def checklist_of(version: ChecklistVersion) -> Checklist:
-    """The parsed checklist a version pinned (cached: versions never change)."""
-    return _parsed(version.id, version.content_hash, version.slug)
+    """The parsed checklist a version pinned."""
+    checklist = _parsed.get(version.content_hash)
+    if checklist is None:
+        checklist = _parsed[version.content_hash] = Checklist.from_json(version.content)
+    return checklist

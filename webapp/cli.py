@@ -90,13 +90,15 @@ def checklists_validate(paths: tuple[Path, ...]) -> None:
     from webapp import catalog
     from webapp.checklists import discover, validate_paths
 
-    targets = list(paths) or discover(catalog.checklist_dirs())
-    problems = validate_paths(targets)
+    files = [p for p in paths if p.is_file()] + discover([p for p in paths if p.is_dir()])
+    if not paths:
+        files = discover(catalog.checklist_dirs())
+    problems = validate_paths(list(paths) or files)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
         sys.exit(1)
-    click.echo(f"ok: {len(discover([p for p in targets if p.is_dir()])) + sum(1 for p in targets if p.is_file())} file(s) valid")
+    click.echo(f"ok: {len(files)} file(s) valid")
 
 
 @checklists_group.command("sync")

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from webapp import assessments, catalog
+from webapp.checklists import diff_checklists
 from webapp.extensions import db
 from webapp.forms import (
     AnswerForm,
@@ -299,8 +300,6 @@ def upgrade(assessment_id: int):
     if latest is None or latest.id == assessment.checklist_version_id:
         flash("This assessment already uses the newest version of its checklist.", "info")
         return redirect(url_for("assessments.show", assessment_id=assessment.id))
-    from webapp.checklists import diff_checklists
-
     diff = diff_checklists(assessments.checklist_for(assessment), catalog.checklist_of(latest))
     form = UpgradeForm()
     if form.validate_on_submit():

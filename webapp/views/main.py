@@ -6,7 +6,7 @@ from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from webapp import accounts
+from webapp import accounts, assessments
 from webapp.extensions import db
 from webapp.models import Membership, Service, Team
 
@@ -18,8 +18,6 @@ def index():
     """Dashboard for signed-in people; sign-up for the very first visitor; else sign-in."""
     if not current_user.is_authenticated:
         return redirect(url_for("auth.signup" if not accounts.has_users() else "auth.login"))
-    from webapp import assessments
-
     services = db.session.scalars(
         select(Service).join(Team).where(Service.lifecycle != "retired").order_by(Team.name, Service.name)
     ).all()

@@ -6,7 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from webapp import registry
+from webapp import assessments, registry
 from webapp.extensions import db
 from webapp.forms import ConfirmForm, ServiceForm
 from webapp.models import AuditEvent, OwnershipChange, Service, Team, User
@@ -62,8 +62,6 @@ def show(service_id: int):
         select(OwnershipChange).where(OwnershipChange.service_id == service.id)
         .order_by(OwnershipChange.changed_at.desc()).limit(20)
     ).all()
-    from webapp import assessments
-
     return render_template(
         "services/show.html", service=service, ownership=ownership,
         can_edit=can_edit_services(current_user, service.team), confirm_form=ConfirmForm(),
