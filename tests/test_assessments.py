@@ -272,3 +272,20 @@ def test_upgrade_carries_answers_over_by_key_and_replaces(setup):
     assert assessments.answer_for(assessment, "json_logging").note == "json"
     assert assessments.answer_for(assessment, "log_rotation").status == "partial"
     assert assessment.checklist_version.version == "1.1.0"
+
+
+def test_filters_show_only_matching_items(client, setup):
+    user, _, assessment = setup
+    assessments.record_answer(assessment, ITEM, "not_met", "", user)
+    db.session.commit()
+
+    def shown(which: str) -> set[str]:
+        page = client.get(f"/assessments/{assessment.id}?filter={which}").get_data(as_text=True)
+        cards = page.split('<article id="item-')[1:]
+        return {card.split('"')[0] for card in cards if " hidden" not in card.split(">")[0]}
+
+    assert ITEM in shown("not_met") and CRITICAL not in shown("not_met")
+    assert CRITICAL in shown("critical") and ITEM not in shown("critical")
+    assert "health_checks_configured" in shown("probe") and ITEM not in shown("probe")
+    assert ITEM not in shown("unanswered") and CRITICAL in shown("unanswered")
+    assert len(shown("all")) == 46

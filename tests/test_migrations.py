@@ -74,3 +74,10 @@ def test_production_settings_accept_a_real_key(tmp_path):
     settings = load_settings(tmp_path, {"PREFLIGHT_ENV": "production", "SECRET_KEY": "k" * 40})
     assert settings["SESSION_COOKIE_SECURE"] is True
     assert settings["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+
+
+def test_create_app_exits_with_the_message_in_production_without_a_key(monkeypatch):
+    monkeypatch.setenv("PREFLIGHT_ENV", "production")
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(SystemExit, match="SECRET_KEY must be set"):
+        create_app()

@@ -175,3 +175,21 @@ def test_failure_excerpt_is_shown_escaped(client, world):
     page = client.get(f"/probe-results/{row.id}").get_data(as_text=True)
     assert "<script>alert(" not in page and "<img src=x" not in page
     assert "&lt;script&gt;" in page
+
+
+def test_scheduler_probes_only_due_live_services(targets, world):
+    from webapp.probes.tasks import probe_due_services
+
+    _, due, _ = world
+    later = ServiceFactory(team=due.team, health_url=targets.url("/health"),
+                           next_probe_at=utcnow() + timedelta(minutes=5))
+    retired = ServiceFactory(team=due.team, health_url=targets.url("/health"), lifecycle="retired",
+                             next_probe_at=utcnow() - timedelta(minutes=5))
+    due.next_probe_at = utcnow() - timedelta(minutes=1)
+    db.session.commit()
+    probe_due_services()
+    probed = set(db.session.scalars(select(ProbeRun.service_id)))
+    assert probed == {due.id}
+    db.session.refresh(due)
+    assert due.next_probe_at > utcnow() + timedelta(minutes=14)
+    assert later.id not in probed and retired.id not in probed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -40,6 +40,8 @@ def create(team_id: int):
     team = db.get_or_404(Team, team_id)
     require(can_edit_services(current_user, team))
     form = _service_form(team)
+    if request.method == "GET":
+        form.probe_interval_minutes.data = current_app.config["PROBE_INTERVAL_MINUTES"]
     if form.validate_on_submit():
         try:
             service = registry.register_service(team, form.values(), current_user)
