@@ -193,3 +193,15 @@ def test_scheduler_probes_only_due_live_services(targets, world):
     db.session.refresh(due)
     assert due.next_probe_at > utcnow() + timedelta(minutes=14)
     assert later.id not in probed and retired.id not in probed
+
+
+def test_a_second_sweep_waits_for_the_lock(targets, world):
+    from webapp.extensions import huey
+    from webapp.probes.tasks import probe_due_services
+
+    _, due, _ = world
+    due.next_probe_at = utcnow() - timedelta(minutes=1)
+    db.session.commit()
+    with huey.lock_task("probe-due-services"):  # another consumer is sweeping
+        probe_due_services()  # Huey logs "not run" and stores the lock error as the result
+    assert db.session.scalar(select(func.count(ProbeRun.id))) == 0

@@ -109,6 +109,7 @@ def complete_run_task(run_id: int) -> list[int]:
 
 
 @huey.periodic_task(crontab(minute="*"))
+@huey.lock_task("probe-due-services")  # every consumer schedules it; only one sweep at a time
 def probe_due_services() -> int:
     """Every minute: probe all services whose interval has elapsed, together."""
     with app_context():
