@@ -65,12 +65,11 @@ def complete_runs(run_ids: list[int]) -> list[int]:
     asyncio.run(_sweep(targets))
     for run_id in [run.id for run in probe_runs]:
         run = db.session.get(ProbeRun, run_id)
-        service = run.service
-        for result in runs.record_checks(service):
+        for result in runs.record_checks(run.service):
             runs.store_result(run, result)
         runs.finish_run(run)
-        runs.apply_to_assessments(service)
-        db.session.commit()
+        runs.apply_to_assessments(run.service)
+    db.session.commit()  # one commit for the bookkeeping of the whole sweep
     return run_ids
 
 
