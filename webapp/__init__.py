@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from flask import Flask, g, render_template, request
+from markupsafe import escape
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -130,7 +131,7 @@ def register_errorhandlers(app: Flask) -> None:
             db.session.rollback()
         description = getattr(error, "description", "Something went wrong on our side.")
         if request.headers.get("HX-Request"):
-            return f'<div class="flash flash-error" role="alert">{code}: {_escape(description)}</div>', code
+            return f'<div class="flash flash-error" role="alert">{code}: {escape(description)}</div>', code
         return render_template("error.html", code=code, description=description), code
 
     for code in (400, 403, 404, 405, 409, 413, 429, 500):
@@ -145,17 +146,10 @@ def register_errorhandlers(app: Flask) -> None:
         ), 400
 
 
-def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))
-
-
 def register_template_helpers(app: Flask) -> None:
     from webapp import presentation
 
     app.jinja_env.filters.update(presentation.FILTERS)
-    app.jinja_env.globals.update(presentation.GLOBALS)
 
 
 def register_commands(app: Flask) -> None:

@@ -146,12 +146,6 @@ class ServiceForm(FlaskForm):
 class ConfirmForm(FlaskForm):
     """An empty form: a POST button that carries only the CSRF token."""
 
-    next = HiddenField()
-
-
-class UserRolesForm(FlaskForm):
-    is_reviewer = BooleanField("Reviewer")
-
 
 
 

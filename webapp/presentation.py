@@ -56,4 +56,3 @@ FILTERS = {
     "outcome_chip": outcome_chip,
     "status_label": lambda s: STATUS_LABELS.get(s, s),
 }
-GLOBALS = {"STATUS_LABELS": STATUS_LABELS}

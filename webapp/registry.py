@@ -110,7 +110,7 @@ def _check_slug(team: Team, slug: str, service_id: int | None) -> None:
         raise RegistryError(f"This team already has a service with the slug “{slug}”.")
 
 
-def _check_owners(team: Team, values: dict) -> None:
+def _check_owners(values: dict) -> None:
     for field in ("owner_id", "backup_owner_id"):
         user_id = values.get(field)
         if user_id is not None and db.session.get(User, user_id) is None:
@@ -123,7 +123,7 @@ def register_service(team: Team, values: dict, actor: User) -> Service:
     values = {k: v for k, v in values.items() if k in SERVICE_FIELDS}
     values["slug"] = values.get("slug") or slugify(values["name"])
     _check_slug(team, values["slug"], None)
-    _check_owners(team, values)
+    _check_owners(values)
     service = Service(team_id=team.id, next_probe_at=utcnow(), **values)
     db.session.add(service)
     db.session.flush()
@@ -139,7 +139,7 @@ def update_service(service: Service, values: dict, actor: User) -> None:
     values = {k: v for k, v in values.items() if k in SERVICE_FIELDS}
     values["slug"] = values.get("slug") or slugify(values.get("name", service.name))
     _check_slug(service.team, values["slug"], service.id)
-    _check_owners(service.team, values)
+    _check_owners(values)
     before = audit.snapshot(service, SERVICE_FIELDS)
     for field in ("owner_id", "backup_owner_id"):
         if field in values and values[field] != getattr(service, field):

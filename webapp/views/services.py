@@ -15,7 +15,7 @@ from webapp.permissions import can_edit_services, require
 bp = Blueprint("services", __name__)
 
 
-def _service_form(team: Team, obj: Service | None = None) -> ServiceForm:
+def _service_form(obj: Service | None = None) -> ServiceForm:
     form = ServiceForm(obj=obj)
     form.set_people(db.session.scalars(select(User).where(User.disabled_at.is_(None)).order_by(User.name)))
     return form
@@ -39,7 +39,7 @@ def create(team_id: int):
     """Register a service for a team (its maintainers and members)."""
     team = db.get_or_404(Team, team_id)
     require(can_edit_services(current_user, team))
-    form = _service_form(team)
+    form = _service_form()
     if request.method == "GET":
         form.probe_interval_minutes.data = current_app.config["PROBE_INTERVAL_MINUTES"]
     if form.validate_on_submit():
@@ -78,7 +78,7 @@ def edit(service_id: int):
     """Edit a service's facts (its team's maintainers and members)."""
     service = db.get_or_404(Service, service_id)
     require(can_edit_services(current_user, service.team))
-    form = _service_form(service.team, service)
+    form = _service_form(service)
     if form.validate_on_submit():
         try:
             registry.update_service(service, form.values(), current_user)
