@@ -114,7 +114,7 @@ def start_assessment(service: Service, version: ChecklistVersion, actor: User,
                  after={"checklist": version.slug, "version": version.version,
                         "copied_from": copy_from.id if copy_from else None},
                  service_id=service.id, team_id=service.team_id)
-    write_snapshot(assessment)
+    refresh_score(assessment)
     return assessment
 
 
@@ -203,7 +203,7 @@ def record_answer(assessment: Assessment, item_key: str, status: str | None, not
     db.session.flush()
     audit.record(author, "answer.set", answer, after={"item": item_key, "status": status},
                  service_id=assessment.service_id, team_id=assessment.service.team_id)
-    write_snapshot(assessment)
+    refresh_score(assessment)
     return answer
 
 
@@ -288,7 +288,7 @@ def decide_waiver(waiver: Waiver, approve: bool, actor: User) -> None:
     db.session.flush()
     audit.record(actor, f"waiver.{waiver.state}", waiver, after={"item": waiver.answer.item_key},
                  service_id=assessment.service_id, team_id=assessment.service.team_id)
-    write_snapshot(assessment)
+    refresh_score(assessment)
 
 
 # State ---------------------------------------------------------------------------------
@@ -327,15 +327,26 @@ def upgrade(assessment: Assessment, version: ChecklistVersion, actor: User):
                  after={"version": version.version, "added": list(diff.added),
                         "removed": list(diff.removed), "renamed": diff.renamed},
                  service_id=assessment.service_id, team_id=assessment.service.team_id)
-    write_snapshot(assessment)
+    refresh_score(assessment)
     return diff
 
 
-def write_snapshot(assessment: Assessment) -> ScoreSnapshot:
-    card = scorecard(assessment)
+def refresh_score(assessment: Assessment, now: datetime | None = None) -> ScoreSnapshot | None:
+    """Bring the assessment's stored score, verdict and counts up to date (the read model), and
+    write a ScoreSnapshot only when the score, the verdict or a category score moved."""
+    card = scorecard(assessment, now)
+    categories = {k: c.score for k, c in card.categories.items()}
+    assessment.score, assessment.verdict = card.score, card.verdict
+    assessment.answered_pct = card.percent_answered
+    assessment.unanswered_count, assessment.blocker_count = len(card.unanswered), len(card.blockers)
+    assessment.scored_at = now or utcnow()
+    last = db.session.scalar(select(ScoreSnapshot).where(ScoreSnapshot.assessment_id == assessment.id)
+                             .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(1))
+    if last is not None and (last.score, last.verdict, last.categories) == (card.score, card.verdict, categories):
+        db.session.flush()
+        return None
     snapshot = ScoreSnapshot(service_id=assessment.service_id, assessment_id=assessment.id,
-                             score=card.score, verdict=card.verdict,
-                             categories={k: c.score for k, c in card.categories.items()})
+                             score=card.score, verdict=card.verdict, categories=categories)
     db.session.add(snapshot)
     db.session.flush()
     return snapshot

@@ -232,6 +232,14 @@ class Assessment(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The read model: what lists and the API show, kept current by assessments.refresh_score
+    # wherever answers or waivers change, so no list page scores assessments per row.
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    verdict: Mapped[str] = mapped_column(String(30), default="not_ready")
+    answered_pct: Mapped[float] = mapped_column(Float, default=0.0)
+    unanswered_count: Mapped[int] = mapped_column(Integer, default=0)
+    blocker_count: Mapped[int] = mapped_column(Integer, default=0)
+    scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     service: Mapped[Service] = relationship(back_populates="assessments")
     checklist_version: Mapped[ChecklistVersion] = relationship()
@@ -370,6 +378,25 @@ class ProbeResult(db.Model):
     details: Mapped[dict] = mapped_column(JSON, default=dict)
 
     run: Mapped[ProbeRun] = relationship(back_populates="results")
+
+
+class ServiceCheck(db.Model):
+    """The read model of probes: the latest outcome of each check kind of a service, updated
+    as results are stored, so lists never scan raw results."""
+
+    __table_args__ = (
+        UniqueConstraint("service_id", "kind"),
+        CheckConstraint(_in("outcome", PROBE_OUTCOMES), name="outcome"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    outcome: Mapped[str] = mapped_column(String(10))
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id", ondelete="SET NULL"))
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # outcome last changed
+
+    result: Mapped[ProbeResult | None] = relationship()
 
 
 class ProbeDailyRollup(db.Model):

@@ -20,6 +20,7 @@ from webapp.models import (
     ProbeRun,
     RunbookRevision,
     Service,
+    ServiceCheck,
     utcnow,
 )
 from webapp.probes.fetch import AddressPolicy, Fetcher, FetchLimits
@@ -101,6 +102,21 @@ def store_result(run: ProbeRun, result: CheckResult) -> ProbeResult:
     return row
 
 
+def record_latest(row: ProbeResult) -> ServiceCheck:
+    """Keep the read model's latest outcome for the row's service and kind; `changed_at`
+    moves only when the outcome does. The row must be flushed (it needs an id)."""
+    check = db.session.scalar(select(ServiceCheck).where(ServiceCheck.service_id == row.service_id,
+                                                         ServiceCheck.kind == row.kind))
+    if check is None:
+        check = ServiceCheck(service_id=row.service_id, kind=row.kind, outcome=row.outcome,
+                             changed_at=row.finished_at or utcnow())
+        db.session.add(check)
+    elif check.outcome != row.outcome:
+        check.outcome, check.changed_at = row.outcome, row.finished_at or utcnow()
+    check.result_id, check.checked_at = row.id, row.finished_at or utcnow()
+    return check
+
+
 def finish_run(run: ProbeRun) -> None:
     run.finished_at = utcnow()
     db.session.flush()
@@ -133,7 +149,7 @@ def apply_to_assessments(service: Service) -> int:
                                                      explanation[:2000], result.id)
             touched = touched or answer is not None
         if touched:
-            assessments.write_snapshot(assessment)
+            assessments.refresh_score(assessment)
             changed += 1
     return changed
 
