@@ -154,7 +154,10 @@ STATUS_CHOICES = [("met", "Met"), ("partial", "Partial"), ("not_met", "Not met")
 
 class StartAssessmentForm(FlaskForm):
     checklist = SelectField("Checklist", coerce=int)
-    copy_previous = BooleanField("Re-assess: copy the answers of this service's latest assessment")
+    copy_from = SelectField(
+        "Copy answers from", coerce=int, default=0,
+        description="Statuses, notes and evidence carry over by item key; waivers do not. Probe-backed "
+                    "items start from the probes' latest results unless a person answered them.")
 
 
 class AnswerForm(FlaskForm):
