@@ -437,7 +437,10 @@ def _parse_when(value: str | None) -> datetime | None:
 def compare(service_id: int):
     """Two assessments of a service (or one at two dates), item by item, with the score delta."""
     service = db.get_or_404(Service, service_id)
-    options = service.assessments
+    options = list(db.session.scalars(
+        select(Assessment).where(Assessment.service_id == service.id)
+        .options(joinedload(Assessment.created_by), joinedload(Assessment.checklist_version))
+        .order_by(Assessment.created_at.desc(), Assessment.id.desc())))
     rows = None
     old = new = None
     old_at, new_at = _parse_when(request.args.get("a_at")), _parse_when(request.args.get("b_at"))
@@ -450,4 +453,5 @@ def compare(service_id: int):
         rows = assessments.compare(old, new, old_at, new_at)
     scores = (assessments.score_at(old, old_at), assessments.score_at(new, new_at)) if rows is not None else None
     return render_template("assessments/compare.html", service=service, options=options, rows=rows,
-                           old=old, new=new, scores=scores, args=request.args)
+                           old=old, new=new, scores=scores, args=request.args.to_dict(),
+                           changes_only=request.args.get("changes") == "1")
