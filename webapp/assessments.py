@@ -313,8 +313,9 @@ def _require_override_note(assessment: Assessment, item: Item, answer: Answer | 
         return
     own_note = note if not (answer is not None and answer.source == "probe" and note == answer.note) else ""
     if not own_note:
+        opening = "This answer came from a probe: the" if answer is not None and answer.source == "probe" else "The"
         raise AssessmentError(
-            f"The {item.probe.replace('_', ' ')} probe says “{_label(probe_says)}”. To set "
+            f"{opening} {item.probe.replace('_', ' ')} probe says “{_label(probe_says)}”. To set "
             f"“{_label(status)}” instead, write in the note why (what the probe cannot see); "
             "an override needs a note of your own.")
 
