@@ -181,3 +181,12 @@ class WaiverDecisionForm(FlaskForm):
 
 class UpgradeForm(FlaskForm):
     version = HiddenField()
+
+
+class RunbookForm(FlaskForm):
+    body = TextAreaField("Runbook (markdown)", validators=[Length(max=100_000)])
+    based_on = IntegerField("based on", validators=[Optional()])
+
+
+class RunbookLinkForm(FlaskForm):
+    runbook_url = url_field("External runbook URL")
