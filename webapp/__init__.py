@@ -116,6 +116,7 @@ def register_request_hooks(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     from webapp.views import (
         assessments,
+        attention,
         auth,
         checklists,
         main,
@@ -126,7 +127,7 @@ def register_blueprints(app: Flask) -> None:
         teams,
     )
 
-    for module in (main, auth, teams, services, runbooks, checklists, assessments, probes, ops):
+    for module in (main, attention, auth, teams, services, runbooks, checklists, assessments, probes, ops):
         app.register_blueprint(module.bp)
 
 
