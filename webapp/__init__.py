@@ -121,13 +121,14 @@ def register_blueprints(app: Flask) -> None:
         checklists,
         main,
         ops,
+        owners,
         probes,
         runbooks,
         services,
         teams,
     )
 
-    for module in (main, attention, auth, teams, services, runbooks, checklists, assessments, probes, ops):
+    for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments, probes, ops):
         app.register_blueprint(module.bp)
 
 

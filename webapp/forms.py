@@ -190,3 +190,9 @@ class RunbookForm(FlaskForm):
 
 class RunbookLinkForm(FlaskForm):
     runbook_url = url_field("External runbook URL")
+
+
+class HandOverForm(FlaskForm):
+    new_owner_id = SelectField("New owner of the services they own", coerce=int)
+    new_backup_id = SelectField("New backup owner of the services they back up", coerce=int)
+    disable = BooleanField("Then disable the account")
