@@ -66,7 +66,7 @@ def test_only_admins_offboard_and_no_one_disables_themselves(client, auth):
     assert db.session.get(User, admin.id).disabled_at is None
 
 
-def test_hand_over_rules_in_the_logic():
+def test_hand_over_rules_in_the_logic(app):
     import pytest
 
     from webapp import registry
