@@ -79,3 +79,24 @@ def test_hand_over_rules_in_the_logic(app):
     with pytest.raises(registry.RegistryError, match="disabled"):
         registry.hand_over(leaver, gone, None, admin)
     assert registry.hand_over(leaver, None, None, admin) == 1
+
+
+def test_timeline_tells_the_story_and_filters_by_kind(client, auth):
+    from tests.factories import MembershipFactory
+
+    member = MembershipFactory(role="maintainer")
+    service = ServiceFactory(team=member.team)
+    db.session.commit()
+    auth.login(member.user)
+    client.post(f"/services/{service.id}/runbook/edit", data={"body": "# Runbook", "based_on": ""})
+    client.post(f"/services/{service.id}/runbook/review")
+    client.post(f"/services/{service.id}/runbook/link", data={"link-runbook_url": "https://wiki.example.test/rb"})
+    db.session.add(AuditEvent(action="probe.changed", object_type="servicecheck", service_id=service.id,
+                              before={"outcome": "pass"}, after={"kind": "health", "outcome": "fail"}))
+    db.session.commit()
+    page = client.get(f"/services/{service.id}/timeline").get_data(as_text=True)
+    assert "Edited the runbook." in page and "Marked the runbook reviewed." in page
+    assert "Probe health turned fail (was pass)." in page
+    page = client.get(f"/services/{service.id}/timeline?kind=probes").get_data(as_text=True)
+    assert "Probe health turned fail" in page and "Edited the runbook." not in page
+    assert client.get(f"/services/{service.id}/timeline?kind=nope&page=99").status_code == 200

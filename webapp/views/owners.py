@@ -1,8 +1,8 @@
-"""Owners: a service's ownership history, and handing a leaver's services over (admins)."""
+"""A service's people and story: owner history, its timeline, and handing a leaver's services over."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -56,3 +56,17 @@ def offboard(user_id: int):
             return redirect(url_for("owners.offboard", user_id=leaver.id))
     return render_template("owners/offboard.html", leaver=leaver, services=services, form=form), \
         400 if form.errors else 200
+
+
+@bp.get("/services/<int:service_id>/timeline")
+@login_required
+def timeline(service_id: int):
+    """Everything that happened to the service, told as sentences, filterable by kind."""
+    from webapp import timeline as told
+
+    service = db.get_or_404(Service, service_id)
+    kind = request.args.get("kind", "")
+    kind = kind if kind in told.KINDS else ""
+    page = db.paginate(told.events(service.id, kind or None), per_page=50, error_out=False)
+    return render_template("owners/timeline.html", service=service, page=page, kind=kind,
+                           kinds=told.KINDS, describe=told.describe, kind_of=told.kind_of)
