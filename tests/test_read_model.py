@@ -51,7 +51,7 @@ def test_a_lapsed_waiver_is_rescored(app):
     answer = db.session.scalar(select(Answer).where(Answer.item_key == CRITICAL))
     db.session.add(Waiver(answer_id=answer.id, reason="r", compensating_control="c", risk_owner_id=user.id,
                           expires_on=date(2026, 3, 1), state="approved", requested_by_id=user.id))
-    db.session.flush()
+    db.session.commit()
     assessments.refresh_score(assessment, now=datetime(2026, 2, 1, tzinfo=UTC))
     db.session.commit()
     covered = db.session.get(Assessment, assessment.id).blocker_count  # the unanswered criticals
