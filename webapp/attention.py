@@ -115,6 +115,10 @@ def counts(items: list[Attention]) -> dict[str, int]:
     return tally
 
 
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def _make(kind: str, service_id: int, names: dict, problem: str, action: str, endpoint: str,
           since=None, /, **url_values) -> Attention:
     name, team = names.get(service_id, ("?", "?"))
@@ -196,7 +200,7 @@ def _ownership(scope, names, now) -> list[Attention]:
         missing = [what for what, value in (("owner", owner), ("backup owner", backup),
                                             ("on-call rotation", oncall)) if not value]
         found.append(_make("ownership", service_id, names, "No " + ", no ".join(missing) + ".",
-                           "Edit the service: name its " + " and ".join(missing) + ".",
+                           "Edit the service: name its " + _and(missing) + ".",
                            "services.edit", service_id=service_id))
     return found
 
