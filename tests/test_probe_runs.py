@@ -229,3 +229,19 @@ def test_runbook_present_passes_on_a_reviewed_runbook_or_a_link_that_answers(wor
     assert runs.latest_results(linked)["runbook_present"].outcome == "pass"
     assert runs.latest_results(broken)["runbook_link"].outcome == "fail"
     assert runs.latest_results(broken)["runbook_present"].outcome == "fail"
+
+
+def test_latest_outcome_per_kind_and_its_changes_go_on_the_timeline(world):
+    from webapp.models import AuditEvent, ServiceCheck
+
+    _user, service, _ = world
+    for outcome in ("pass", "pass", "fail"):
+        run = runs.start_run(service, "manual")
+        row = runs.store_result(run, runs.CheckResult("health", "http://x/health", outcome, "ok"))
+        db.session.flush()
+        runs.record_latest(row)
+        db.session.commit()
+    check = db.session.scalar(select(ServiceCheck).where(ServiceCheck.service_id == service.id))
+    assert (check.kind, check.outcome) == ("health", "fail")
+    events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "probe.changed")).all()
+    assert [(e.before, e.after) for e in events] == [({"outcome": "pass"}, {"kind": "health", "outcome": "fail"})]

@@ -15,6 +15,7 @@ from webapp.extensions import db
 from webapp.models import (
     Answer,
     Assessment,
+    AuditEvent,
     ProbeDailyRollup,
     ProbeResult,
     ProbeRun,
@@ -116,6 +117,10 @@ def record_latest(row: ProbeResult) -> ServiceCheck:
                              changed_at=row.finished_at or utcnow())
         db.session.add(check)
     elif check.outcome != row.outcome:
+        # A probe turning red or green is part of the service's story (its timeline).
+        db.session.add(AuditEvent(action="probe.changed", object_type="servicecheck", object_id=check.id,
+                                  service_id=row.service_id, before={"outcome": check.outcome},
+                                  after={"kind": row.kind, "outcome": row.outcome}))
         check.outcome, check.changed_at = row.outcome, row.finished_at or utcnow()
     check.result_id, check.checked_at = row.id, row.finished_at or utcnow()
     return check
