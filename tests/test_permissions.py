@@ -44,6 +44,9 @@ ROUTES = [
     ("GET", "/services/{service}/assessments/new", expect(EDIT, 200)),
     ("GET", "/assessments/{assessment}", READ),
     ("GET", "/assessments/{assessment}/items/" + ITEM + "/history", READ),
+    ("GET", "/assessments/{assessment}/items/" + ITEM, dict.fromkeys(ROLES[1:], 302)),  # no htmx: the page
+    ("GET", "/account/profile", READ),
+    ("POST", "/account/profile", dict.fromkeys(ROLES[1:], 302), {"name": "Renamed Person"}),
     ("POST", "/assessments/{assessment}/items/" + ITEM + "/answer", expect(EDIT, 302),
      {"status": "met", "note": "", "version": "0"}),
     ("POST", "/assessments/{assessment}/items/" + ITEM + "/evidence", expect(EDIT, 302),
