@@ -418,6 +418,11 @@ def test_override_of_a_probe_needs_a_note_of_ones_own(client, setup):
     response = client.post(answer_url(assessment, "runbook"), data={"status": "met", "version": "1"},
                            headers={"HX-Request": "true"})
     assert response.status_code == 400
+    # Without script: back to the page with the row open, offering to save "Met" with a note.
+    response = client.post(answer_url(assessment, "runbook"), data={"status": "met", "version": "1"})
+    assert response.status_code == 302 and "open=runbook" in response.headers["Location"]
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "note of your own" in page and "Save as Met with this note" in page
     response = client.post(answer_url(assessment, "runbook"),
                            data={"status": "met", "note": "Runbook lives in the wiki: https://wiki.example.test/rb",
                                  "version": "1"}, headers={"HX-Request": "true"})

@@ -26,6 +26,7 @@ from webapp.forms import (
 from webapp.models import Answer, Assessment, ChecklistVersion, Evidence, Service, User, Waiver
 from webapp.permissions import can_edit_services, can_manage_team, can_review, require
 from webapp.probes.runs import ANSWER_FOR_OUTCOME
+from webapp.scoring import STATUSES
 
 bp = Blueprint("assessments", __name__)
 
@@ -184,6 +185,9 @@ def show(assessment_id: int):
     open_key = request.args.get("open")
     if open_key and context["checklist"].item(open_key) is not None:
         context.update(_panel_context(assessment, open_key))
+        # After a refused save without script: offer to save the status that was refused.
+        pending = request.args.get("pending")
+        context["pending_status"] = pending if pending in STATUSES else None
     return render_template("assessments/show.html", filter=which, filters=FILTERS, open_key=open_key,
                            **context)
 
@@ -236,8 +240,8 @@ def _respond_item(assessment: Assessment, item_key: str, *, error: str | None = 
                                pending_status=pending_status, **context), status
     if error:
         flash(error, "error")
-    return redirect(url_for("assessments.show", assessment_id=assessment.id,
-                            **({"open": item_key} if error else {}), _anchor=f"item-{item_key}"))
+    reopen = {"open": item_key, "pending": pending_status or ""} if error else {}
+    return redirect(url_for("assessments.show", assessment_id=assessment.id, **reopen, _anchor=f"item-{item_key}"))
 
 
 @bp.post("/assessments/<int:assessment_id>/items/<item_key>/answer")
