@@ -75,9 +75,6 @@ def _clean_database(request):
         with db.engine.begin() as connection:
             for table in reversed(db.metadata.sorted_tables):
                 connection.execute(table.delete())
-    from webapp import catalog
-
-    catalog._seen_files.clear()
 
 
 @pytest.fixture
