@@ -19,7 +19,7 @@ from flask import url_for
 from sqlalchemy import func, select
 
 from tests.factories import PASSWORD, MembershipFactory, ServiceFactory, TeamFactory, UserFactory
-from webapp import accounts, assessments, catalog
+from webapp import accounts, assessments, catalog, runbooks
 from webapp.checklists import parse_checklist
 from webapp.extensions import db
 from webapp.models import (
@@ -28,6 +28,7 @@ from webapp.models import (
     Invitation,
     Membership,
     ProbeRun,
+    RunbookRevision,
     Service,
     Team,
     User,
@@ -150,6 +151,24 @@ MATRIX: dict[str, dict[str, Rule]] = {
     "probes.run": {"GET": page(SIGNED_IN)},
     "probes.result": {"GET": page(SIGNED_IN)},
     "probes.run_now": {"POST": act(EDITORS, done=lambda ids: _count(ProbeRun, ProbeRun.trigger == "manual") == 1)},
+    "runbooks.show": {"GET": page(SIGNED_IN)},
+    "runbooks.revision": {"GET": page(SIGNED_IN)},
+    "runbooks.diff": {"GET": page(SIGNED_IN)},
+    "runbooks.edit": {"GET": page(EDITORS),
+                      "POST": act(EDITORS, {"body": "# Runbook\n\nRestart it twice.", "based_on": "{revision_id}"},
+                                  done=lambda ids: _count(RunbookRevision) == 3)},
+    "runbooks.link": {"POST": act(EDITORS, {"link-runbook_url": "https://wiki.example.test/runbook"},
+                                  done=lambda ids: db.session.get(Service, ids["service_id"]).runbook_url
+                                  == "https://wiki.example.test/runbook")},
+    "runbooks.review": {"POST": act(EDITORS, done=lambda ids: db.session.get(
+        RunbookRevision, ids["revision_id"]).reviewed_at is not None)},
+    "owners.history": {"GET": page(SIGNED_IN)},
+    "owners.timeline": {"GET": page(SIGNED_IN)},
+    "owners.offboard": {"GET": page(ADMINS),
+                        "POST": act(ADMINS, {"new_owner_id": "{maintainer_id}", "new_backup_id": "0", "disable": "y"},
+                                    done=lambda ids: db.session.get(User, ids["user_id"]).disabled_at is not None)},
+    "attention.index": {"GET": page(SIGNED_IN)},
+    "attention.mine": {"GET": page(SIGNED_IN)},
 }
 
 CASES = [(endpoint, method) for endpoint, methods in MATRIX.items() for method in methods]
@@ -189,11 +208,13 @@ def world(app):
     result = runs.store_result(probe_run, CheckResult("health", "https://svc.example.test/healthz", "pass", "Healthy."))
     runs.finish_run(probe_run)
     invitation, token = accounts.create_invitation("invited@example.test", people["admin"])
+    first = runbooks.save_revision(service, "# Runbook\n\nRestart it.", maintainer, based_on_id=None)
+    runbook = runbooks.save_revision(service, "# Runbook\n\nRestart it once.", maintainer, based_on_id=first.id)
     db.session.commit()
     ids = {"team_id": team.id, "service_id": service.id, "assessment_id": assessment.id, "item_key": ITEM,
            "evidence_id": evidence.id, "waiver_id": waiver.id, "user_id": people["viewer"].id,
            "run_id": probe_run.id, "result_id": result.id, "slug": "production-readiness", "token": token,
-           "newer_version_id": newer.id, "maintainer_id": maintainer.id, "admin_email": people["admin"].email,
+           "newer_version_id": newer.id, "revision_id": runbook.id, "maintainer_id": maintainer.id, "admin_email": people["admin"].email,
            "outsider_email": outsider.email, "outsider_id": outsider.id, "invited_email": invitation.email,
            "in_a_month": (utcnow().date() + timedelta(days=30)).isoformat()}
     return people, ids

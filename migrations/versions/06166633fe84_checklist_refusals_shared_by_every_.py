@@ -4,7 +4,7 @@ Refused checklist files were a per-process list, so each gunicorn worker (and
 /healthz/deep) saw its own. A row per refused file makes the database the only truth.
 
 Revision ID: 06166633fe84
-Revises: c6c42399e2ba
+Revises: 009de8684d5f
 Create Date: 2026-12-01 03:29:39.873961
 
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '06166633fe84'
-down_revision = 'c6c42399e2ba'
+down_revision = '009de8684d5f'
 branch_labels = None
 depends_on = None
 
