@@ -114,9 +114,21 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from webapp.views import assessments, auth, checklists, main, ops, probes, services, teams
+    from webapp.views import (
+        assessments,
+        auth,
+        checklists,
+        main,
+        ops,
+        probes,
+        reports,
+        reviews,
+        services,
+        teams,
+    )
 
-    for module in (main, auth, teams, services, checklists, assessments, probes, ops):
+    for module in (main, auth, teams, services, checklists, assessments, probes, ops, reviews,
+                   reports):
         app.register_blueprint(module.bp)
 
 

@@ -24,6 +24,7 @@ from webapp.forms import (
 )
 from webapp.models import Assessment, ChecklistVersion, Evidence, Service, User, Waiver
 from webapp.permissions import can_edit_services, can_manage_team, can_review, require
+from webapp.views.reviews import panel_context
 
 bp = Blueprint("assessments", __name__)
 
@@ -86,12 +87,13 @@ def _page_context(assessment: Assessment) -> dict:
     return dict(
         assessment=assessment, service=assessment.service, checklist=checklist, card=card,
         answers=assessments.answers_by_key(assessment),
-        can_edit=assessment.is_open and can_edit_services(current_user, assessment.service.team),
-        can_waive=assessment.is_open and can_manage_team(current_user, assessment.service.team),
+        can_edit=assessment.is_editable and can_edit_services(current_user, assessment.service.team),
+        can_waive=assessment.is_editable and can_manage_team(current_user, assessment.service.team),
         can_review=can_review(current_user), people=_people(), now=datetime.now(UTC),
         newer_version=latest if latest and latest.id != assessment.checklist_version_id
         and latest.loaded_at > assessment.checklist_version.loaded_at else None,
         confirm_form=ConfirmForm(), evidence_form=EvidenceForm(),
+        **panel_context(assessment),
     )
 
 
@@ -281,7 +283,12 @@ def submit(assessment_id: int):
     else:
         try:
             assessments.submit_for_review(assessment, current_user)
+        except assessments.SubmitBlocked as exc:
+            db.session.rollback()
+            return render_template("reviews/submit_blocked.html", assessment=assessment,
+                                   items=exc.items, message=str(exc)), 400
         except assessments.AssessmentError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
             db.session.commit()
