@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from tests.factories import MembershipFactory, ServiceFactory, UserFactory
 from webapp import assessments, catalog
 from webapp.extensions import db
 from webapp.models import Answer, AnswerChange, Evidence
-from tests.factories import MembershipFactory, ServiceFactory, UserFactory
 
 
 class Cast:

@@ -194,7 +194,9 @@ class ConditionForm(FlaskForm):
         csrf = False  # a sub-form: the outer form carries the token
 
     text = StringField("Condition", validators=[Optional(), Length(max=500)], filters=[_strip])
-    owner_id = SelectField("Owner", coerce=lambda v: int(v) if v not in (None, "", "None") else None)
+    # Rows left blank are skipped; the view checks a filled row names a real person.
+    owner_id = SelectField("Owner", coerce=lambda v: int(v) if v not in (None, "", "None") else None,
+                           validate_choice=False)
     due_on = DateField("Due", validators=[Optional()])
 
 
@@ -202,7 +204,7 @@ class ItemCommentForm(FlaskForm):
     class Meta:
         csrf = False
 
-    item_key = SelectField("Item")
+    item_key = SelectField("Item", validate_choice=False)  # reviews.decide checks the key
     text = StringField("Comment", validators=[Optional(), Length(max=2000)], filters=[_strip])
 
 

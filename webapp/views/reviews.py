@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -32,11 +32,15 @@ def grantable_roles() -> list[str]:
     return list(dict.fromkeys(roles))
 
 
-def signoff_form(assessment: Assessment) -> SignOffForm:
+def signoff_form(assessment: Assessment, *, posted: bool = False) -> SignOffForm:
+    """The form offers the roles the user can sign; a post may name any required role, so
+    that a refused one gets the four-eyes reason from reviews.decide, not "not a choice"."""
     form = SignOffForm()
     checklist = assessments.checklist_for(assessment)
     items = [i for i in checklist.items if i.applies_to(assessment.service.tier)]
-    form.set_choices(reviews.roles_open_to(current_user, assessment), _people(), items)
+    roles = (reviews.required_roles(assessment) if posted
+             else reviews.roles_open_to(current_user, assessment))
+    form.set_choices(roles, _people(), items)
     return form
 
 
@@ -98,15 +102,16 @@ def _conditions(form: SignOffForm) -> tuple[list[reviews.ConditionInput], list[s
 def decide(assessment_id: int):
     """Record a decision for one role: approve, approve with conditions, or reject."""
     assessment = db.get_or_404(Assessment, assessment_id)
-    open_roles = reviews.roles_open_to(current_user, assessment)
-    require(bool(open_roles) or assessment.state != "in_review")
+    if assessment.state != "in_review":
+        abort(409, description=f"This assessment is {assessment.state.replace('_', ' ')}; "
+                               "there is nothing to sign.")
+    service = assessment.service
+    require(any(reviews.holds_role(current_user, role, service)
+                for role in reviews.required_roles(assessment)))
     back = request.form.get("back")
-    target = (url_for("reviews.meeting", assessment_id=assessment.id) + "#slide-decision"
+    target = (url_for("reports.meeting", assessment_id=assessment.id) + "#slide-decision"
               if back == "meeting" else url_for("reviews.show", assessment_id=assessment.id))
-    if not open_roles:
-        flash(f"This assessment is {assessment.state.replace('_', ' ')}; nothing to sign.", "error")
-        return redirect(target), 409
-    form = signoff_form(assessment)
+    form = signoff_form(assessment, posted=True)
     if not form.validate_on_submit():
         return _refuse(assessment, form, back)
     conditions, errors = _conditions(form)
@@ -121,8 +126,10 @@ def decide(assessment_id: int):
                                  item_comments=item_comments, present=form.present.data or "")
     except assessments.AssessmentError as exc:
         db.session.rollback()
+        assessment = db.session.get(Assessment, assessment_id)
         form.decision.errors = [str(exc)]
-        return _refuse(db.session.get(Assessment, assessment_id), form, back)
+        form.role.choices = choices((r, r) for r in reviews.roles_open_to(current_user, assessment))
+        return _refuse(assessment, form, back)
     db.session.commit()
     if assessment.state == "signed_off":
         flash("Signed off. The assessment is frozen and its signed report is ready.", "success")
