@@ -365,13 +365,20 @@ def embedded_snapshot(data: bytes) -> bytes | None:
     from pyhanko.pdf_utils.reader import PdfFileReader
 
     reader = PdfFileReader(io.BytesIO(data), strict=False)
-    names = reader.root.get("/Names")
-    files = names.get("/EmbeddedFiles") if names else None
-    if files is None:
+    root = reader.root
+    if "/Names" not in root or "/EmbeddedFiles" not in root["/Names"]:
         return None
-    pairs = files.get("/Names", [])
-    for i in range(0, len(pairs), 2):
-        spec = pairs[i + 1].get_object()
-        if str(spec.get("/F", spec.get("/UF", ""))) == SNAPSHOT_NAME:
-            return spec["/EF"]["/F"].get_object().data
+
+    def walk(node):
+        if "/Names" in node:
+            pairs = node["/Names"]
+            for i in range(0, len(pairs), 2):
+                yield pairs[i + 1].get_object()
+        for kid in node.get("/Kids", ()):
+            yield from walk(kid.get_object())
+
+    for spec in walk(root["/Names"]["/EmbeddedFiles"]):
+        name = str(spec["/UF"] if "/UF" in spec else spec["/F"])
+        if name == SNAPSHOT_NAME:
+            return spec["/EF"]["/F"].data
     return None
