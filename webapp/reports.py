@@ -4,11 +4,13 @@ and verification of a PDF someone hands back. Flush, never commit."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import logging
 import mimetypes
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -236,7 +238,19 @@ def sign_pdf(pdf: bytes, credential: Credential, *, reason: str) -> bytes:
     meta = signers.PdfSignatureMetadata(
         field_name=SIGNATURE_FIELD, md_algorithm="sha256", reason=reason,
         subfilter=fields.SigSeedSubFilter.PADES, name="Preflight")
-    return signers.sign_pdf(writer, meta, signer=signer).getvalue()
+    output = _run_async(lambda: signers.async_sign_pdf(writer, meta, signer=signer))
+    return output.getvalue()
+
+
+def _run_async(make_coroutine):
+    """pyHanko is async inside; its sync wrappers call asyncio.run, which fails in a thread
+    that already runs a loop (an async worker, Playwright). Run it on a fresh thread then."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coroutine())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
 def _load_cert(pem: bytes, loader):
@@ -317,7 +331,7 @@ def verify_sha256(digest: str) -> Verification:
 def check_signature(data: bytes) -> tuple[bool, str, str | None, datetime | None]:
     """(ok, what was found, signer, signing time) for the PDF's Preflight signature."""
     from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko.sign.validation import async_validate_pdf_signature
     from pyhanko_certvalidator import ValidationContext
 
     try:
@@ -331,7 +345,8 @@ def check_signature(data: bytes) -> tuple[bool, str, str | None, datetime | None
 
     roots = [_load_cert(pem, load_cert_from_pemder) for pem in trusted_certificates()]
     try:
-        status = validate_pdf_signature(signatures[-1], ValidationContext(trust_roots=roots))
+        context = ValidationContext(trust_roots=roots)
+        status = _run_async(lambda: async_validate_pdf_signature(signatures[-1], context))
     except Exception as exc:  # noqa: BLE001 - a damaged signature must read as invalid
         return False, f"the signature cannot be validated ({type(exc).__name__})", None, None
     signer = status.signing_cert.subject.human_friendly if status.signing_cert else None
