@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, or_, select
 
@@ -385,3 +385,37 @@ def grant_roles(user: User, roles: list[str], actor: User) -> None:
     audit.record(actor, "user.reviewer_roles", user, before={"roles": before},
                  after={"roles": user.reviewer_roles})
     db.session.flush()
+
+
+# Demo data -----------------------------------------------------------------------------
+
+def seed_signoffs(services: list[Service], reviewers: dict[str, User],
+                  today: date | None = None) -> list[Report]:
+    """Demo data (`flask demo seed` calls this): sign off the latest assessment of each given
+    service when it is a fully answered draft, with its owner and `reviewers` ({"sre": user,
+    "security": user, "reviewer": user}); "Ready with conditions" ones get a condition.
+    Flushes; returns the reports made. Services without an owner or a draft are skipped."""
+    today = today or utcnow().date()
+    made = []
+    for service in services:
+        draft = next((a for a in service.assessments if a.state == "draft"), None)
+        if draft is None or service.owner is None or draft.unanswered_count:
+            continue
+        signers = {role: service.owner if role == "owner" else reviewers.get(role)
+                   for role in required_roles(draft)}
+        if None in signers.values() or len({u.id for u in signers.values()}) != len(signers):
+            continue
+        try:
+            assessments.submit_for_review(draft, service.owner)
+        except assessments.AssessmentError:
+            continue  # answers missing after all
+        last = list(signers)[-1]
+        for role, user in signers.items():
+            conditions = []
+            if role == last and draft.verdict == "ready_with_conditions":
+                conditions = [ConditionInput("Close the partial items before the next review",
+                                             service.owner, today + timedelta(days=30))]
+            decide(draft, user, role, "approve_with_conditions" if conditions else "approve",
+                   "Reviewed in the launch meeting.", conditions=conditions, present="demo")
+        made += list(db.session.scalars(select(Report).where(Report.assessment_id == draft.id)))
+    return made
