@@ -116,19 +116,22 @@ def register_request_hooks(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     from webapp.views import (
         assessments,
+        attention,
         auth,
         checklists,
         main,
         ops,
+        owners,
         probes,
         reports,
         reviews,
+        runbooks,
         services,
         teams,
     )
 
-    for module in (main, auth, teams, services, checklists, assessments, probes, ops, reviews,
-                   reports):
+    for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments,
+                   probes, ops, reviews, reports):
         app.register_blueprint(module.bp)
 
 

@@ -83,7 +83,8 @@ def report_model(snapshot: dict) -> dict:
     gaps = sorted((i for i in applicable if i["status"] in ("not_met", "partial")
                    or i["live_waiver"] or i["probe_overridden"]),
                   key=lambda i: (not i["critical"], STATUS_ORDER.get(i["status"], 2), -i["weight"]))
-    chart = charts.bar_chart([(c["title"], c["score"]) for c in categories if c["applicable"]])
+    chart = charts.category_bars([(c["title"], c["score"]) for c in categories if c["applicable"]],
+                                 title="Score by category")
     counts = {status: sum(1 for i in applicable if i["status"] == status)
               for status in ("met", "partial", "not_met", "n_a")}
     return {**snapshot, "categories": categories, "gaps": gaps, "chart": chart, "counts": counts,

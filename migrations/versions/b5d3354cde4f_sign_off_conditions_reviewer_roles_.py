@@ -1,7 +1,7 @@
 """Sign-off: conditions, reviewer roles, review rounds, report snapshots, signing credential
 
 Revision ID: b5d3354cde4f
-Revises: c6c42399e2ba
+Revises: 06166633fe84
 Create Date: 2026-12-01 03:25:56.120251
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'b5d3354cde4f'
-down_revision = 'c6c42399e2ba'
+down_revision = '06166633fe84'
 branch_labels = None
 depends_on = None
 

@@ -102,9 +102,3 @@ def service_reports(service) -> list[Report]:
     """Every stored report of a service, newest first, for its page."""
     return reports.reports_of(service.id)
 
-
-@bp.app_template_global()
-def line_chart(values, **options):
-    from webapp import charts
-
-    return charts.line_chart(values, **options)

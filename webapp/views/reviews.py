@@ -102,12 +102,12 @@ def _conditions(form: SignOffForm) -> tuple[list[reviews.ConditionInput], list[s
 def decide(assessment_id: int):
     """Record a decision for one role: approve, approve with conditions, or reject."""
     assessment = db.get_or_404(Assessment, assessment_id)
-    if assessment.state != "in_review":
-        abort(409, description=f"This assessment is {assessment.state.replace('_', ' ')}; "
-                               "there is nothing to sign.")
     service = assessment.service
     require(any(reviews.holds_role(current_user, role, service)
                 for role in reviews.required_roles(assessment)))
+    if assessment.state != "in_review":
+        abort(409, description=f"This assessment is {assessment.state.replace('_', ' ')}; "
+                               "there is nothing to sign.")
     back = request.form.get("back")
     target = (url_for("reports.meeting", assessment_id=assessment.id) + "#slide-decision"
               if back == "meeting" else url_for("reviews.show", assessment_id=assessment.id))
