@@ -421,3 +421,12 @@ def test_seed_signoffs_signs_answered_drafts_for_the_demo(app):
     db.session.commit()
     assert len(made) == 1 and made[0].assessment.state == "signed_off"
     assert [s.role for s in made[0].assessment.signoffs] == ["owner", "sre", "security"]
+
+
+def test_decisions_read_as_sentences_on_the_service_timeline(client, auth, cast):
+    signed = _sign(client, auth, cast)
+    page = client.get(f"/services/{cast.service.id}/timeline?kind=reviews").get_data(as_text=True)
+    assert "Submitted an assessment for review." in page
+    assert "Approved as owner (review round 1)." in page and "Approved as sre (review round 1)." in page
+    report = db.session.scalar(select(Report).where(Report.assessment_id == signed.id))
+    assert f"signed report SHA-256 {report.sha256[:16]}" in page
