@@ -114,10 +114,24 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from webapp.views import assessments, auth, checklists, main, ops, probes, services, teams
+    from webapp.views import (
+        assessments,
+        auth,
+        checklists,
+        main,
+        ops,
+        probes,
+        services,
+        teams,
+        tokens,
+    )
 
-    for module in (main, auth, teams, services, checklists, assessments, probes, ops):
+    for module in (main, auth, teams, services, checklists, assessments, probes, ops, tokens):
         app.register_blueprint(module.bp)
+
+    from webapp.api import views as api
+
+    api.register(app)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -129,6 +143,10 @@ def register_errorhandlers(app: Flask) -> None:
         code = getattr(error, "code", 500) or 500
         if code >= 500:
             db.session.rollback()
+        if request.path.startswith("/api/"):  # the JSON API answers in problem+json
+            from webapp.api.views import problem_for_path
+
+            return problem_for_path(error)
         description = getattr(error, "description", "Something went wrong on our side.")
         if request.headers.get("HX-Request"):
             return f'<div class="flash flash-error" role="alert">{code}: {escape(description)}</div>', code

@@ -1,0 +1,55 @@
+"""Token authentication for /api/v1: bearer tokens only, never the session cookie. Because a
+browser never attaches an Authorization header on its own, a cross-site page cannot make an
+authenticated API request, which is why the API needs (and has) no CSRF tokens."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import current_app, g, request
+from flask_limiter.util import get_remote_address
+
+from webapp import tokens
+from webapp.api.problems import ApiProblem
+
+PUBLIC_ENDPOINTS = {"api.openapi_document", "api.docs"}
+
+
+def bearer_secret() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return secret.strip()
+
+
+def authenticate_request() -> None:
+    """before_request of the API blueprint: cap the body, then find the token's principal."""
+    request.max_content_length = current_app.config["API_MAX_BODY_BYTES"]
+    g.api_principal = None
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    secret = bearer_secret()
+    challenge = {"WWW-Authenticate": 'Bearer realm="preflight"'}
+    if secret is None:
+        raise ApiProblem(401, "Send an API token: Authorization: Bearer pft_…. Session cookies are "
+                         "not accepted by the API.", kind="unauthenticated", headers=challenge)
+    principal, why = tokens.authenticate(secret)
+    if principal is None:
+        raise ApiProblem(401, why, kind="unauthenticated",
+                         headers={"WWW-Authenticate": 'Bearer realm="preflight", error="invalid_token"'})
+    g.api_principal = principal
+    tokens.note_use(principal.token)
+
+
+def rate_limit_key() -> str:
+    """Each token has its own budget (keyed by a hash, never the secret); requests without a
+    token share their address's."""
+    secret = bearer_secret()
+    if secret:
+        return "api-token:" + hashlib.sha256(secret.encode()).hexdigest()[:32]
+    return "api-ip:" + (get_remote_address() or "unknown")
+
+
+def rate_limit_value() -> str:
+    return current_app.config["API_RATE_LIMIT"]
