@@ -45,7 +45,11 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80),
                  AfterValidator(_no_nul)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=80)]
-Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_no_nul), AfterValidator(_http_url)]
+# The pattern documents the shape for clients (and fuzzers); `http_url` stays the rule.
+Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048),
+                Field(json_schema_extra={"pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+[^\s]*$",
+                                         "format": "uri"}),
+                AfterValidator(_no_nul), AfterValidator(_http_url)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254,
                                          pattern=r"^[^@\s]+@[^@\s]+$"), AfterValidator(_no_nul)]
 Lifecycle = Literal["planned", "launching", "live", "retired"]
@@ -99,7 +103,7 @@ class Page(Output, Generic[T]):
 
 class PageQuery(Query):
     limit: int = Field(50, ge=1, le=100, description="Items per page.")
-    cursor: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+    cursor: Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] | None = Field(
         None, description="The `next_cursor` of the previous page.")
 
 
