@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -35,12 +36,8 @@ def ctx(app):
     _, secret = tokens.create_token(membership.user, "t", ["read", "write", "probe"], 30)
     db.session.commit()
 
-    class Ctx:
-        user, team = membership.user, membership.team
-        headers = {"Authorization": f"Bearer {secret}"}
-
-    Ctx.service = service
-    return Ctx
+    return SimpleNamespace(user=membership.user, team=membership.team, service=service,
+                           headers={"Authorization": f"Bearer {secret}"})
 
 
 def start(service, user) -> Assessment:

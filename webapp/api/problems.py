@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from flask import Response, g
 from pydantic import ValidationError
@@ -33,6 +34,8 @@ class ApiProblem(Exception):
 
 def problem_response(status: int, detail: str, *, kind: str | None = None, title: str | None = None,
                      headers: dict[str, str] | None = None, **extra) -> Response:
+    if not g.get("request_id"):  # a rate-limit refusal comes before the app assigns one
+        g.request_id = uuid.uuid4().hex
     body = {
         # A documented problem type links to its explanation; plain HTTP errors are about:blank.
         "type": f"{DOCS}#problem-{kind}" if kind else "about:blank",
