@@ -79,6 +79,12 @@ def test_body_is_capped(client, ctx):
     is_problem(response, 413)
 
 
+def test_a_large_pdf_may_be_sent_for_verification(client, ctx):
+    pdf = b"%PDF-1.7 " + b"x" * 600_000  # over the JSON cap, under the upload cap
+    response = client.post("/api/v1/reports/verify", data=pdf, content_type="application/pdf", headers=ctx.headers)
+    assert response.status_code == 200 and response.get_json()["match"] is False
+
+
 # ETags -----------------------------------------------------------------------------------
 
 def test_concurrent_service_edit_gets_412_not_an_overwrite(client, ctx):

@@ -13,6 +13,7 @@ from webapp import tokens
 from webapp.api.problems import ApiProblem
 
 PUBLIC_ENDPOINTS = {"api.openapi_document", "api.docs"}
+UPLOAD_ENDPOINTS = {"api.verify_report"}
 
 
 def bearer_secret() -> str | None:
@@ -25,7 +26,9 @@ def bearer_secret() -> str | None:
 
 def authenticate_request() -> None:
     """before_request of the API blueprint: cap the body, then find the token's principal."""
-    request.max_content_length = current_app.config["API_MAX_BODY_BYTES"]
+    # JSON bodies are small; a report PDF sent for verification may be large.
+    request.max_content_length = current_app.config[
+        "API_MAX_UPLOAD_BYTES" if request.endpoint in UPLOAD_ENDPOINTS else "API_MAX_BODY_BYTES"]
     g.api_principal = None
     if request.endpoint in PUBLIC_ENDPOINTS:
         return

@@ -5,6 +5,7 @@ validate requests (OpenAPI 3.1 uses JSON Schema 2020-12, which pydantic emits)."
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from functools import wraps
@@ -62,6 +63,7 @@ class Api:
     def __init__(self, blueprint: Blueprint, title: str, version: str, description: str):
         self.blueprint, self.title, self.version, self.description = blueprint, title, version, description
         self.operations: list[Operation] = []
+        self._documents: dict[str, str] = {}
 
     def operation(self, method: str, rule: str, *, summary: str, tag: str, scope: str | None = "read",
                   query: type[BaseModel] | None = None, body: type[BaseModel] | None = None,
@@ -92,6 +94,12 @@ class Api:
         return decorator
 
     # The OpenAPI document ------------------------------------------------------------------
+
+    def openapi_json(self, prefix: str) -> str:
+        """The document as JSON, built once per process (operations are fixed at import)."""
+        if prefix not in self._documents:
+            self._documents[prefix] = json.dumps(self.openapi(prefix))
+        return self._documents[prefix]
 
     def openapi(self, prefix: str) -> dict:
         pairs = {(Problem, "serialization")}

@@ -13,7 +13,7 @@ import time
 from flask import Blueprint, Flask, Response, current_app, g, render_template, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from webapp import assessments, catalog, registry
@@ -59,6 +59,7 @@ def register(app: Flask) -> None:
     """Defaults, CSRF exemption (bearer tokens only: see webapp/api/auth.py) and the blueprint."""
     app.config.setdefault("API_RATE_LIMIT", os.environ.get("API_RATE_LIMIT") or "300/minute")
     app.config.setdefault("API_MAX_BODY_BYTES", 256 * 1024)
+    app.config.setdefault("API_MAX_UPLOAD_BYTES", 32 * 1024 * 1024)
     csrf.exempt(bp)
     app.register_blueprint(bp)
 
@@ -280,7 +281,7 @@ def run_out(run: ProbeRun) -> s.ProbeRunOut:
                scope=None, media="application/json")
 def openapi_document():
     """Generated from the pydantic models that validate requests."""
-    response = Response(json.dumps(api.openapi(bp.url_prefix)), mimetype="application/json")
+    response = Response(api.openapi_json(bp.url_prefix), mimetype="application/json")
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
@@ -289,7 +290,7 @@ def openapi_document():
                scope=None, media="text/html")
 def docs():
     """A server-rendered page listing every operation of the OpenAPI document (no scripts)."""
-    return Response(render_template("api/docs.html", spec=api.openapi(bp.url_prefix)), mimetype="text/html")
+    return Response(render_template("api/docs.html", spec=json.loads(api.openapi_json(bp.url_prefix))), mimetype="text/html")
 
 
 # Who am I -------------------------------------------------------------------------------
@@ -457,6 +458,7 @@ def current_assessment(service: Service) -> Assessment | None:
     """The one the dashboard shows: the newest that is not superseded."""
     return db.session.scalar(select(Assessment).where(Assessment.service_id == service.id,
                                                       Assessment.state != "superseded")
+                             .options(selectinload(Assessment.answers).selectinload(Answer.waivers))
                              .order_by(Assessment.created_at.desc(), Assessment.id.desc()).limit(1))
 
 
@@ -557,7 +559,16 @@ def assessment_detail(assessment: Assessment) -> s.AssessmentOut:
                tag="Assessments", response=s.AssessmentOut)
 def get_assessment(assessment_id: int):
     """Score, verdict, category scores, and every item with its answer, evidence and waivers."""
-    return assessment_detail(load(Assessment, assessment_id, "assessment"))
+    assessment = db.session.scalar(select(Assessment).where(Assessment.id == assessment_id).options(
+        selectinload(Assessment.answers).options(
+            selectinload(Answer.waivers).options(joinedload(Waiver.risk_owner), joinedload(Waiver.requested_by),
+                                                 joinedload(Waiver.approved_by)),
+            selectinload(Answer.evidence).joinedload(Evidence.added_by),
+            joinedload(Answer.answered_by)),
+        joinedload(Assessment.service).joinedload(Service.team), joinedload(Assessment.checklist_version)))
+    if assessment is None:
+        raise ApiProblem(404, f"There is no assessment {assessment_id}.")
+    return assessment_detail(assessment)
 
 
 def _item_or_404(assessment: Assessment, item_key: str):
