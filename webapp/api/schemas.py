@@ -8,7 +8,7 @@ webapp/registry.py and webapp/assessments.py, which the views call.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -41,7 +41,17 @@ def _http_url(value: str | None) -> str | None:
     return _Field.data or None
 
 
+def _utc(value: datetime) -> datetime:
+    """Naive means UTC; anything outside 1970-9998 is refused rather than overflowing later."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not 1970 <= value.year <= 9998:
+        raise ValueError("Give a time between 1970 and 9998.")
+    return value.astimezone(UTC)
+
+
 Text = Annotated[str, AfterValidator(_no_nul)]
+Moment = Annotated[datetime, AfterValidator(_utc)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80),
                  AfterValidator(_no_nul)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=80)]
@@ -197,7 +207,7 @@ class ServiceQuery(PageQuery):
 # Assessments ----------------------------------------------------------------------------
 
 class AssessmentStart(Input):
-    checklist: Annotated[str, StringConstraints(max_length=80)] = Field(
+    checklist: Annotated[Text, StringConstraints(max_length=80)] = Field(
         "production-readiness", description="A checklist slug; its newest version is used.")
     copy_previous: bool = Field(False, description="Re-assess: carry the latest assessment's answers over.")
 
@@ -415,8 +425,8 @@ class VerifyOut(Output):
 # Audit ----------------------------------------------------------------------------------
 
 class AuditQuery(PageQuery):
-    since: datetime | None = Field(None, description="Events at or after this time (ISO 8601).")
-    until: datetime | None = Field(None, description="Events before this time (ISO 8601).")
+    since: Moment | None = Field(None, description="Events at or after this time (ISO 8601).")
+    until: Moment | None = Field(None, description="Events before this time (ISO 8601).")
     object_type: Annotated[str, StringConstraints(max_length=40)] | None = Field(
         None, description="e.g. service, answer, waiver, evidence, token.")
     object_id: int | None = Field(None, ge=1, le=MAX_INT)

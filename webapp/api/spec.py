@@ -238,6 +238,11 @@ def require_scope(scope: str):
 
 def parse_query(model: type[BaseModel]) -> BaseModel:
     values = {key: request.args.get(key) for key in request.args}
+    refused = [{"field": key, "detail": "Text cannot contain NUL characters."}
+               for key, value in values.items() if key in model.model_fields and "\x00" in value]
+    if refused:  # PostgreSQL cannot compare text with NUL in it
+        raise ApiProblem(422, f"{len(refused)} query parameter(s) contain NUL characters.",
+                         kind="validation", errors=refused)
     try:
         return model.model_validate(values)
     except ValidationError as exc:
