@@ -4,6 +4,7 @@ limits, body caps, no CSRF for bearer requests, and the OpenAPI document and doc
 from __future__ import annotations
 
 import re
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -103,6 +104,40 @@ def test_concurrent_service_edit_gets_412_not_an_overwrite(client, ctx):
     assert second.headers["ETag"] == first.headers["ETag"]
     db.session.expire_all()
     assert db.session.scalar(select(Service.description)) == "Alice's"
+
+
+def test_simultaneous_edits_with_one_etag_one_wins_one_gets_412(app, client, ctx, monkeypatch):
+    """Two requests pass the If-Match check together; the database lets only one write."""
+    from webapp.api import views
+
+    etag = client.get("/api/v1/services/core/api", headers=ctx.headers).headers["ETag"]
+    barrier = threading.Barrier(2)
+    checked = views.check_if_match
+
+    def check_then_wait(current):
+        checked(current)
+        try:  # on PostgreSQL the second request waits on the row lock instead, so don't insist
+            barrier.wait(timeout=2)
+        except threading.BrokenBarrierError:
+            pass
+
+    monkeypatch.setattr(views, "check_if_match", check_then_wait)
+    results = {}
+
+    def edit(who):
+        response = app.test_client().patch("/api/v1/services/core/api", json={"description": who},
+                                           headers={**ctx.headers, "If-Match": etag})
+        results[who] = response.status_code
+
+    threads = [threading.Thread(target=edit, args=(who,)) for who in ("alice", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results.values()) == [200, 412]
+    winner = next(who for who, status in results.items() if status == 200)
+    db.session.expire_all()
+    assert db.session.scalar(select(Service.description)) == winner
 
 
 def test_update_without_if_match_is_428_and_weak_tags_never_match(client, ctx):

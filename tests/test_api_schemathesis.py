@@ -50,7 +50,7 @@ def seed() -> str:
     return secret
 
 
-def test_schemathesis_finds_no_server_errors_or_schema_violations(app):
+def test_schemathesis_finds_no_server_errors_or_schema_violations(app, tmp_path):
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert binary, "schemathesis is in the dev extra: pip install -e '.[dev]'"
     secret = seed()
@@ -64,7 +64,8 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(app):
              "--phases", "examples,coverage,fuzzing", "--max-examples", "25",
              "--max-time", os.environ.get("SCHEMATHESIS_MAX_TIME", "60"),
              "--seed", "20261201", "--workers", "1", "--request-timeout", "10"],
-            capture_output=True, text=True, timeout=400, check=False)
+            capture_output=True, text=True, timeout=400, check=False,
+            cwd=tmp_path)  # it keeps a cache folder in its working directory
     finally:
         server.shutdown()
         thread.join(5)
@@ -72,8 +73,10 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(app):
     assert completed.returncode == 0, output[-8000:] + completed.stderr[-2000:]
     spec = app.test_client().get("/api/v1/openapi.json").get_json()
     operations = sum(len(methods) for methods in spec["paths"].values())
-    tested = re.search(r"Tested:\s+(\d+)", output)
-    cases = re.search(r"(\d+) generated", output)
-    print(f"schemathesis: {tested and tested.group(1)} of {operations} operations, "
-          f"{cases and cases.group(1)} cases, no failures")
-    assert tested is not None and int(tested.group(1)) == operations  # every operation exercised
+    found = int(re.search(r"Selected:\s+\d+/(\d+)", output).group(1))
+    tested = int(re.search(r"Tested:\s+(\d+)", output).group(1))
+    cases = re.search(r"(\d+) generated", output).group(1)
+    print(f"schemathesis: {tested} operations tested ({operations} in the document), {cases} cases, "
+          "no failures")
+    # Every operation it can call was exercised (it does not call the document's own URL).
+    assert tested == found >= operations - 1

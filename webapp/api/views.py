@@ -11,7 +11,7 @@ import os
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
@@ -105,8 +105,11 @@ def rule_broken(exc: Exception) -> ApiProblem:
     return ApiProblem(409, str(exc), kind="rule", title="Refused by a rule")
 
 
-def load_team(slug: str) -> Team:
-    team = db.session.scalar(select(Team).where(Team.slug == slug))
+def load_team(slug: str, *, for_update: bool = False) -> Team:
+    query = select(Team).where(Team.slug == slug)
+    if for_update:  # as for services: If-Match is checked on a locked row
+        query = query.with_for_update().execution_options(populate_existing=True)
+    team = db.session.scalar(query)
     if team is None:
         raise ApiProblem(404, f"There is no team “{slug}”.")
     return team
@@ -158,6 +161,19 @@ def check_if_match(current: str) -> None:
         raise ApiProblem(412, "This resource changed since you read it (its ETag is now "
                          f"{current}). Read it again, then retry with the new ETag.",
                          kind="stale", headers={"ETag": current})
+
+
+def claim_unchanged(model, row_id: int, **seen) -> None:
+    """Make the If-Match check atomic: an UPDATE that matches only while the columns still
+    hold what was read takes the row's write lock (PostgreSQL row lock, SQLite write lock), so
+    of two concurrent edits with the same ETag the second matches nothing and gets 412."""
+    result = db.session.execute(
+        update(model).where(model.id == row_id, *[getattr(model, k) == v for k, v in seen.items()])
+        .values({model.id: model.id}).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise ApiProblem(412, "This resource changed while your edit was on its way. Read it again, "
+                         "then retry with the new ETag.", kind="stale")
 
 
 def encode_cursor(last_id: int) -> str:
@@ -341,9 +357,10 @@ def get_team(team: str):
                body=s.TeamPatch, response=s.TeamOut, if_match=True, errors=(409,), etag=True)
 def update_team(team: str, body: s.TeamPatch):
     """Maintainers only. A new name changes the slug, so the team's URL moves (see Location)."""
-    row = load_team(team)
+    row = load_team(team, for_update=True)
     allow_manage(row)
     check_if_match(etag_of(team_out(row)))
+    claim_unchanged(Team, row.id, name=row.name, description=row.description)
     try:
         registry.rename_team(row, body.name if body.name is not None else row.name,
                              body.description if body.description is not None else row.description,
@@ -418,6 +435,7 @@ def update_service(team: str, service: str, body: s.ServicePatch):
     row = load_service(team, service, for_update=True)
     allow_edit(row.team)
     check_if_match(etag_of(service_out(row)))
+    claim_unchanged(Service, row.id, updated_at=row.updated_at)
     values = {name: getattr(row, name) for name in registry.SERVICE_FIELDS}
     sent = body.model_dump(include=body.model_fields_set - {"owner", "backup_owner"})
     for required in ("name", "slug", "tier", "lifecycle", "probe_interval_minutes"):
