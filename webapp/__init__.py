@@ -116,17 +116,21 @@ def register_request_hooks(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     from webapp.views import (
         assessments,
+        attention,
         auth,
         checklists,
         main,
         ops,
+        owners,
         probes,
+        runbooks,
         services,
         teams,
         tokens,
     )
 
-    for module in (main, auth, teams, services, checklists, assessments, probes, ops, tokens):
+    for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments,
+                   probes, ops, tokens):
         app.register_blueprint(module.bp)
 
     from webapp.api import views as api
