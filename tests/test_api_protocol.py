@@ -271,3 +271,27 @@ def test_docs_page_lists_every_operation_under_the_strict_csp(client):
             assert f'id="{op["operationId"]}"' in html
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert "<script>" not in html and "style=" not in html and "<style" not in html
+
+
+def test_every_api_route_refuses_a_session_cookie(app, client, ctx):
+    """The API's permission matrix against the browser session: every operation but the two
+    documentation URLs answers 401 to a signed-in admin without a token, and writes nothing."""
+    from flask import url_for
+
+    admin = UserFactory(is_admin=True, is_reviewer=True)
+    db.session.commit()
+    with client.session_transaction() as session:
+        session["_user_id"], session["_fresh"] = admin.get_id(), True
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("api.") or rule.endpoint in ("api.openapi_document", "api.docs"):
+            continue
+        with app.test_request_context():
+            url = url_for(rule.endpoint, **{name: "1" if name.endswith("_id") else "core"
+                                            for name in rule.arguments})
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            response = client.open(url, method=method, json={})
+            assert response.status_code == 401, f"{method} {url}: {response.status_code}"
+            checked += 1
+    assert checked >= 26
+    assert client.get("/api/v1/docs").status_code == 200  # documentation is public

@@ -127,19 +127,22 @@ def authenticate(secret: str, now: datetime | None = None) -> tuple[Principal | 
     return Principal(token, user), ""
 
 
-def note_use(token: ApiToken, now: datetime | None = None) -> bool:
+def use_is_stale(token: ApiToken, now: datetime | None = None) -> bool:
+    """Whether this use should be recorded: the stored last use is over a minute old."""
+    now = now or utcnow()
+    return token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
+
+
+def note_use(token_id: int, now: datetime) -> bool:
     """Record that a token was used, at most once per LAST_USED_RESOLUTION.
 
-    Runs on its own connection and commits there: it is bookkeeping outside the request's unit
-    of work, so a GET stays read-only in its own session and a refused write still counts as a
-    use. The WHERE makes concurrent requests write once, not once each.
+    Called after the response has gone (webapp/api/auth.py), on its own connection and
+    committing there: a GET handles its request without writing, and a refused write still
+    counts as a use. The WHERE makes concurrent requests write once, not once each.
     """
-    now = now or utcnow()
-    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
-        return False
     with db.engine.begin() as connection:
         result = connection.execute(
-            update(ApiToken).where(ApiToken.id == token.id, or_(
+            update(ApiToken).where(ApiToken.id == token_id, or_(
                 ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - LAST_USED_RESOLUTION))
             .values(last_used_at=now))
     return result.rowcount == 1

@@ -5,12 +5,17 @@ authenticated API request, which is why the API needs (and has) no CSRF tokens."
 from __future__ import annotations
 
 import hashlib
+import logging
 
-from flask import current_app, g, request
+from flask import after_this_request, current_app, g, request
 from flask_limiter.util import get_remote_address
+from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import tokens
 from webapp.api.problems import ApiProblem
+from webapp.models import utcnow
+
+log = logging.getLogger("webapp.api")
 
 PUBLIC_ENDPOINTS = {"api.openapi_document", "api.docs"}
 UPLOAD_ENDPOINTS = {"api.verify_report"}
@@ -42,7 +47,26 @@ def authenticate_request() -> None:
         raise ApiProblem(401, why, kind="unauthenticated",
                          headers={"WWW-Authenticate": 'Bearer realm="preflight", error="invalid_token"'})
     g.api_principal = principal
-    tokens.note_use(principal.token)
+    if tokens.use_is_stale(principal.token):
+        _record_use_after_response(principal.token.id)
+
+
+def _record_use_after_response(token_id: int) -> None:
+    """Write last_used_at once the response is sent (the server closes it), outside the
+    request: a GET never writes while it is being handled, and the client never waits."""
+    app, now = current_app._get_current_object(), utcnow()
+
+    def record() -> None:
+        with app.app_context():
+            try:
+                tokens.note_use(token_id, now)
+            except SQLAlchemyError:  # bookkeeping only: never fail a response that has gone
+                log.warning("could not record the use of API token %s", token_id, exc_info=True)
+
+    @after_this_request
+    def on_close(response):
+        response.call_on_close(record)
+        return response
 
 
 def rate_limit_key() -> str:
