@@ -123,6 +123,8 @@ def register_blueprints(app: Flask) -> None:
         ops,
         owners,
         probes,
+        reports,
+        reviews,
         runbooks,
         services,
         teams,
@@ -130,7 +132,7 @@ def register_blueprints(app: Flask) -> None:
     )
 
     for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments,
-                   probes, ops, tokens):
+                   probes, ops, reviews, reports, tokens):
         app.register_blueprint(module.bp)
 
     from webapp.api import views as api

@@ -33,6 +33,15 @@ class AssessmentError(ValueError):
     """A rule about assessments was broken; the message is fit to show the user."""
 
 
+class SubmitBlocked(AssessmentError):
+    """Submit refused because applicable items are unanswered; ``items`` lists them."""
+
+    def __init__(self, items: list[Item]):
+        self.items = items
+        super().__init__(f"{len(items)} applicable item{'' if len(items) == 1 else 's'} "
+                         "still unanswered; answer every one before submitting.")
+
+
 class AnswerConflict(AssessmentError):
     """Someone else saved this item since the form was loaded."""
 
@@ -239,7 +248,11 @@ def probe_status(assessment: Assessment, item: Item, answer: Answer | None = Non
 # Answering -----------------------------------------------------------------------------
 
 def _require_open(assessment: Assessment) -> None:
-    if not assessment.is_open:
+    """Answers, evidence and waiver requests change only in a draft (see is_editable)."""
+    if assessment.state == "in_review":
+        raise AssessmentError("This assessment is in review: answers are read-only until the "
+                              "reviewers decide (a reject returns it to draft).")
+    if not assessment.is_editable:
         raise AssessmentError(f"This assessment is {assessment.state.replace('_', ' ')}; "
                               "it can no longer be changed. Start a re-assessment instead.")
 
@@ -326,8 +339,9 @@ def _label(status: str | None) -> str:
 
 def record_probe_answer(assessment: Assessment, item_key: str, status: str, explanation: str,
                         probe_result_id: int) -> Answer | None:
-    """Answer a probe-backed item from a probe result, unless a person has overridden it."""
-    if not assessment.is_open:
+    """Answer a probe-backed item from a probe result, unless a person has overridden it.
+    Only drafts take probe answers: in review and after, probes only record their results."""
+    if not assessment.is_editable:
         return None
     answer = _get_or_create_answer(assessment, item_key)
     if answer.source == "manual" and answer.status is not None:
@@ -397,9 +411,15 @@ def request_waiver(assessment: Assessment, item_key: str, reason: str, compensat
 
 
 def decide_waiver(waiver: Waiver, approve: bool, actor: User) -> None:
+    """Reviewers decide waivers of drafts and of assessments in review, never their own."""
     if waiver.state != "requested":
         raise AssessmentError(f"This waiver was already {waiver.state}.")
     assessment = waiver.answer.assessment
+    if not assessment.is_open:
+        raise AssessmentError(f"This assessment is {assessment.state.replace('_', ' ')}; "
+                              "its waivers can no longer be decided.")
+    if actor.id == waiver.requested_by_id:
+        raise AssessmentError("You requested this waiver; someone else must decide it (four eyes).")
     waiver.state = "approved" if approve else "declined"
     waiver.approved_by_id, waiver.decided_at = actor.id, utcnow()
     db.session.flush()
@@ -411,10 +431,20 @@ def decide_waiver(waiver: Waiver, approve: bool, actor: User) -> None:
 # State ---------------------------------------------------------------------------------
 
 def submit_for_review(assessment: Assessment, actor: User) -> None:
+    """Send a draft to review; every applicable item must be answered (SubmitBlocked lists
+    the ones that are not). Each submit opens a new review round."""
     if assessment.state != "draft":
         raise AssessmentError("Only a draft can be submitted for review.")
+    answers, tier = answers_by_key(assessment), assessment.service.tier
+    missing = [item for item in checklist_for(assessment).items if item.applies_to(tier)
+               and (answers.get(item.key) is None or answers[item.key].status is None)]
+    if missing:
+        raise SubmitBlocked(missing)
     assessment.state, assessment.submitted_at = "in_review", utcnow()
-    audit.record(actor, "assessment.submit", assessment, after={"state": "in_review"},
+    assessment.submitted_by_id = actor.id
+    assessment.review_round = (assessment.review_round or 0) + 1
+    audit.record(actor, "assessment.submit", assessment,
+                 after={"state": "in_review", "round": assessment.review_round},
                  service_id=assessment.service_id, team_id=assessment.service.team_id)
     db.session.flush()
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from sqlalchemy import select
 from wtforms import (
     BooleanField,
     DateField,
     EmailField,
+    FieldList,
+    FormField,
     HiddenField,
     IntegerField,
     PasswordField,
     SelectField,
+    SelectMultipleField,
     StringField,
     TextAreaField,
 )
@@ -256,3 +260,53 @@ class HandOverForm(FlaskForm):
     new_owner_id = SelectField("New owner of the services they own", coerce=int)
     new_backup_id = SelectField("New backup owner of the services they back up", coerce=int)
     disable = BooleanField("Then disable the account")
+
+# Review and sign-off (webapp/reviews.py) ------------------------------------------------
+
+class ConditionForm(FlaskForm):
+    class Meta:
+        csrf = False  # a sub-form: the outer form carries the token
+
+    text = StringField("Condition", validators=[Optional(), Length(max=500)], filters=[_strip])
+    # Rows left blank are skipped; the view checks a filled row names a real person.
+    owner_id = SelectField("Owner", coerce=lambda v: int(v) if v not in (None, "", "None") else None,
+                           validate_choice=False)
+    due_on = DateField("Due", validators=[Optional()])
+
+
+class ItemCommentForm(FlaskForm):
+    class Meta:
+        csrf = False
+
+    item_key = SelectField("Item", validate_choice=False)  # reviews.decide checks the key
+    text = StringField("Comment", validators=[Optional(), Length(max=2000)], filters=[_strip])
+
+
+class SignOffForm(FlaskForm):
+    role = SelectField("Signing as")
+    decision = SelectField("Decision", choices=choices([
+        ("approve", "Approve"), ("approve_with_conditions", "Approve with conditions"),
+        ("reject", "Reject (back to draft)")]))
+    comment = TextAreaField("Comment", validators=[Length(max=10_000)])
+    present = StringField("Present in the room", validators=[Optional(), Length(max=2000)],
+                          filters=[_strip], description="Names of the people who took the decision with you.")
+    conditions = FieldList(FormField(ConditionForm), min_entries=3, max_entries=20)
+    item_comments = FieldList(FormField(ItemCommentForm), min_entries=3, max_entries=50)
+
+    def set_choices(self, roles, people, items) -> None:
+        self.role.choices = choices((r, r) for r in roles)
+        people_choices = choices([("", "— owner —")] + [(u.id, u.name) for u in people])
+        item_choices = choices([("", "— item —")] + [(i.key, i.title) for i in items])
+        for entry in self.conditions:
+            entry.form.owner_id.choices = people_choices
+        for entry in self.item_comments:
+            entry.form.item_key.choices = item_choices
+
+
+class ReviewerRolesForm(FlaskForm):
+    roles = SelectMultipleField("Reviewer roles")
+
+
+class VerifyReportForm(FlaskForm):
+    pdf = FileField("Report PDF")
+    sha256 = StringField("…or its SHA-256", validators=[Optional(), Length(max=100)], filters=[_strip])

@@ -1,7 +1,7 @@
 """api tokens: hashed bearer tokens with scopes, expiry, last use and revocation
 
 Revision ID: 5742a9cac0a0
-Revises: 06166633fe84
+Revises: b5d3354cde4f
 Create Date: 2026-12-01 03:28:16.158066
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '5742a9cac0a0'
-down_revision = '06166633fe84'
+down_revision = 'b5d3354cde4f'
 branch_labels = None
 depends_on = None
 

@@ -27,6 +27,7 @@ from webapp.models import Answer, Assessment, ChecklistVersion, Evidence, Servic
 from webapp.permissions import can_edit_services, can_manage_team, can_review, require
 from webapp.probes.runs import ANSWER_FOR_OUTCOME
 from webapp.scoring import STATUSES
+from webapp.views.reviews import panel_context
 
 bp = Blueprint("assessments", __name__)
 
@@ -143,13 +144,14 @@ def _page_context(assessment: Assessment) -> dict:
     card = assessments.scorecard(assessment)
     answers = assessments.answers_by_key(assessment)
     team = assessment.service.team
-    can_edit = assessment.is_open and can_edit_services(current_user, team)
+    can_edit = assessment.is_editable and can_edit_services(current_user, team)
     return dict(
         assessment=assessment, service=assessment.service, checklist=checklist, card=card,
         answers=answers, probes=_probe_views(assessment, checklist, answers),
         can_edit=can_edit,
-        can_waive=assessment.is_open and can_manage_team(current_user, team),
+        can_waive=assessment.is_editable and can_manage_team(current_user, team),
         can_review=can_review(current_user), now=datetime.now(UTC),
+        **panel_context(assessment),
     )
 
 
@@ -387,7 +389,12 @@ def submit(assessment_id: int):
     else:
         try:
             assessments.submit_for_review(assessment, current_user)
+        except assessments.SubmitBlocked as exc:
+            db.session.rollback()
+            return render_template("reviews/submit_blocked.html", assessment=assessment,
+                                   items=exc.items, message=str(exc)), 400
         except assessments.AssessmentError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
             db.session.commit()
