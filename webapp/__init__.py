@@ -128,11 +128,16 @@ def register_blueprints(app: Flask) -> None:
         runbooks,
         services,
         teams,
+        tokens,
     )
 
     for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments,
-                   probes, ops, reviews, reports):
+                   probes, ops, reviews, reports, tokens):
         app.register_blueprint(module.bp)
+
+    from webapp.api import views as api
+
+    api.register(app)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -144,6 +149,10 @@ def register_errorhandlers(app: Flask) -> None:
         code = getattr(error, "code", 500) or 500
         if code >= 500:
             db.session.rollback()
+        if request.path.startswith("/api/"):  # the JSON API answers in problem+json
+            from webapp.api.views import problem_for_path
+
+            return problem_for_path(error)
         description = getattr(error, "description", "Something went wrong on our side.")
         if request.headers.get("HX-Request"):
             return f'<div class="flash flash-error" role="alert">{code}: {escape(description)}</div>', code
