@@ -8,6 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from webapp import queue_health
 from webapp.charts import line_chart
 from webapp.extensions import db, limiter
 from webapp.forms import ConfirmForm
@@ -55,7 +56,10 @@ def run_now(service_id: int):
         return redirect(url_for("probes.show", service_id=service.id))
     run = runs.start_run(service, "manual")
     db.session.commit()
-    complete_run_task(run.id)
+    if not queue_health.enqueue(complete_run_task, run.id):
+        flash("Background jobs are delayed: the job queue is not reachable. Scheduled probes resume "
+              "by themselves when it is back.", "warning")
+        return redirect(url_for("probes.show", service_id=service.id))
     return redirect(url_for("probes.run", service_id=service.id, run_id=run.id))
 
 
