@@ -158,7 +158,7 @@ def gunicorn(env: dict, *args: str, app: str = "webapp.wsgi:app", cwd: Path | No
         yield process, port, log_path
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGTERM)  # graceful: requests in flight finish
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -79,11 +79,8 @@ def configure_logging(app: Flask) -> None:
             # Never the email or password: the address and the outcome are enough.
             log.warning("%s refused (%s) from %s", request.endpoint, response.status_code,
                         request.remote_addr, extra={"event": f"{request.endpoint}.failed"})
-        # For gunicorn's access log line (webapp/gunicorn_conf.py); only if already loaded,
-        # so logging never costs a query.
-        user = g.get("_login_user")
-        if user is not None and getattr(user, "is_authenticated", False):
-            request.environ["preflight.user_id"] = str(user.get_id())
+        # For gunicorn's access log line (webapp/gunicorn_conf.py), without a query.
+        request.environ["preflight.user_id"] = logs.current_user_id()
         return response
 
 

@@ -22,7 +22,7 @@ SECRET_PATTERNS = [
                r"|csrf_token)(\"?\s*[=:]\s*\"?)([^\s\"&,;]+)"),
     re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]+)"),
     re.compile(r"\b(\.?eJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)"),  # itsdangerous cookie
-    re.compile(r"(postgres(?:ql)?(?:\+psycopg)?://[^:/\s]+:)([^@\s]+)(@)"),  # password in a URL
+    re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@/\s]+)(@)"),  # password in a URL
 ]
 _secret_values: set[str] = set()
 
@@ -36,8 +36,8 @@ def add_secret(value: str | None) -> None:
 def scrub(text: str) -> str:
     for value in _secret_values:
         text = text.replace(value, "[redacted]")
-    text = SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
     text = SECRET_PATTERNS[1].sub(lambda m: f"{m.group(1)}[redacted]", text)
+    text = SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
     text = SECRET_PATTERNS[2].sub("[redacted]", text)
     return SECRET_PATTERNS[3].sub(lambda m: f"{m.group(1)}[redacted]{m.group(3)}", text)
 
@@ -67,19 +67,26 @@ def _request_ids() -> tuple[str | None, str | None]:
     from flask import g, has_request_context
 
     if has_request_context():
-        from flask_login import current_user
-
-        user_id = None
-        try:
-            if current_user and current_user.is_authenticated:
-                user_id = str(current_user.get_id())
-        except Exception:  # noqa: BLE001 - loading the user can fail (database down); log anyway
-            user_id = None
-        return g.get("request_id"), user_id
+        return g.get("request_id"), current_user_id()
     job = job_context.get()
     if job:
         return job.get("request_id"), job.get("user_id")
     return None, None
+
+
+def current_user_id() -> str | None:
+    """The signed-in user's id without a database query: the loaded user if Flask-Login
+    already loaded it, else the id its session cookie carries."""
+    from flask import g, session
+
+    user = g.get("_login_user")
+    if user is not None:
+        return str(user.get_id()) if getattr(user, "is_authenticated", False) else None
+    try:
+        user_id = session.get("_user_id")
+    except Exception:  # noqa: BLE001 - a broken cookie must not break logging
+        return None
+    return str(user_id) if user_id else None
 
 
 class StdoutHandler(logging.StreamHandler):
