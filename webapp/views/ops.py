@@ -15,6 +15,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -120,12 +121,32 @@ def deep_health():
     return jsonify(status=worst, checks=checks), 503 if worst == "fail" else 200
 
 
+class _DependencyCollector:
+    """Gauges computed at scrape time: can this instance reach its database and job queue,
+    and how many jobs wait (docs/deploy/prometheus-alerts.yml alerts on them)."""
+
+    def collect(self):
+        database = _check_database()
+        queue = _check_queue()
+        yield GaugeMetricFamily("preflight_database_up", "1 if the database answered the last scrape",
+                                value=1 if database["status"] == "pass" else 0)
+        yield GaugeMetricFamily("preflight_job_queue_up", "1 if the job queue answered the last scrape",
+                                value=1 if queue["status"] == "pass" else 0)
+        if queue["status"] == "pass":
+            yield GaugeMetricFamily("preflight_job_queue_pending", "Jobs waiting in the queue",
+                                    value=queue["pending"])
+
+
 @bp.get("/metrics")
 def metrics():
     """Prometheus metrics: of every gunicorn worker together when PROMETHEUS_MULTIPROC_DIR is
-    set (webapp/gunicorn_conf.py sets it), else of this process."""
+    set (webapp/gunicorn_conf.py sets it), else of this process; plus dependency gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    dependencies = CollectorRegistry()
+    dependencies.register(_DependencyCollector())
+    return Response(body + generate_latest(dependencies), mimetype=CONTENT_TYPE_LATEST)
