@@ -12,6 +12,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
@@ -144,6 +145,8 @@ def metrics():
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        # process_* of the worker answering this scrape (multiprocess mode has none otherwise).
+        ProcessCollector(registry=registry)
         body = generate_latest(registry)
     else:
         body = generate_latest()
