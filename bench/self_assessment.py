@@ -156,9 +156,9 @@ def register_and_assess(base: str, repo_url: str) -> dict:
     """In this process, against the same database: Preflight registers itself, answers, probes."""
     from werkzeug.security import generate_password_hash
 
-    from webapp import assessments, catalog, create_app
+    from webapp import assessments, catalog, create_app, runbooks
     from webapp.extensions import db
-    from webapp.models import Membership, RunbookRevision, Service, Team, User
+    from webapp.models import Membership, Service, Team, User
     from webapp.probes.tasks import probe_services
 
     app = create_app({"RATELIMIT_ENABLED": False})
@@ -179,8 +179,9 @@ def register_and_assess(base: str, repo_url: str) -> dict:
             probe_interval_minutes=15)
         db.session.add(service)
         db.session.flush()
-        db.session.add(RunbookRevision(service_id=service.id, author_id=owner.id,
-                                       body=(REPO / "docs" / "runbook.md").read_text()))
+        # The operators' runbook, written into Preflight and stamped as reviewed by its owner.
+        runbooks.save_revision(service, (REPO / "docs" / "runbook.md").read_text(), owner, based_on_id=None)
+        runbooks.mark_reviewed(service, owner)
         catalog.sync(force=True)
         version = catalog.latest_version("production-readiness")
         assessment = assessments.start_assessment(service, version, owner)

@@ -127,3 +127,11 @@ def test_every_runtime_dependency_is_pinned():
     for requirement in project["dependencies"]:
         name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0]).lower()
         assert name in pinned, f"{name} is a dependency but not pinned: run `make constraints`"
+
+
+def test_known_variables_cover_every_setting_config_reads():
+    import webapp.config
+
+    source = Path(webapp.config.__file__).read_text()
+    read = set(re.findall(r'(?:env\.get\(|_(?:int|bool|networks)\(env, )"([A-Z][A-Z_]+)"', source))
+    assert len(read) > 20 and read <= KNOWN_VARIABLES, read - KNOWN_VARIABLES
