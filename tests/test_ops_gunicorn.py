@@ -53,30 +53,6 @@ def _requests_counted(port: int, endpoint: str) -> float:
     return total
 
 
-def test_metrics_count_every_request_across_two_workers(server_env):
-    sent = 60
-    with gunicorn({**server_env, "WEB_CONCURRENCY": "2"}) as (_, port, _log):
-        before = _requests_counted(port, "ops.health")  # wait_for_http's own probe counts too
-        pids = set()
-
-        def hit(_):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            assert response.status == 200
-
-        threads = [threading.Thread(target=hit, args=(i,)) for i in range(sent)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        pids.update(name.split("_")[-1] for name in os.listdir(server_env["PROMETHEUS_MULTIPROC_DIR"]))
-        assert _requests_counted(port, "ops.health") - before == sent
-    assert len(pids) >= 2, "both workers wrote metrics"
-
-
 SLOW_APP = '''
 import time
 from webapp.wsgi import app as preflight
@@ -87,6 +63,38 @@ def app(environ, start_response):
         environ["PATH_INFO"] = "/healthz"
     return preflight(environ, start_response)
 '''
+
+
+def _booted_workers(log_path) -> int:
+    return log_path.read_text().count("Booting worker")
+
+
+def test_metrics_count_every_request_across_two_workers(server_env, tmp_path):
+    (tmp_path / "slow_wsgi.py").write_text(SLOW_APP)
+    sent = 60
+    env = {**server_env, "WEB_CONCURRENCY": "2"}
+    with gunicorn(env, app="slow_wsgi:app", cwd=tmp_path) as (_, port, log_path):
+        deadline = time.monotonic() + 30
+        while _booted_workers(log_path) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = _requests_counted(port, "ops.health")  # wait_for_http's own probe counts too
+
+        def hit(index: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/slow" if index % 4 == 0 else "/healthz")  # slow ones keep both busy
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            assert response.status == 200
+
+        threads = [threading.Thread(target=hit, args=(i,)) for i in range(sent)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        pids = {name.rsplit("_", 1)[-1] for name in os.listdir(server_env["PROMETHEUS_MULTIPROC_DIR"])}
+        assert _requests_counted(port, "ops.health") - before == sent
+    assert len(pids) >= 2, "both workers served requests and wrote metrics"
 
 
 def test_sigterm_drains_readiness_first_and_answers_every_queued_request(server_env, tmp_path):
