@@ -272,11 +272,13 @@ def main() -> int:
               "PROBE_ALLOW_NETWORKS": "127.0.0.0/8,::1/128", "SSL_CERT_FILE": str(ca_path)}
     os.environ.update(shared)  # for this process: its app, its probes and their TLS trust
     server_env = {**os.environ, **shared, "PREFLIGHT_ENV": "production",
-                  "SECRET_KEY": secrets.token_hex(32), "WEB_CONCURRENCY": "2",
+                  "SECRET_KEY": secrets.token_hex(32), "WEB_CONCURRENCY": "4",
                   "SHUTDOWN_DRAIN_SECONDS": "0", "LOG_FORMAT": "json"}
     server = start_server(work, server_env, port, cert_path, key_path)
     try:
         wait_for(f"{base}/healthz", str(ca_path))
+        for path in ("/login", "/healthz/deep", "/metrics", "/readyz") * 4:  # warm every worker
+            wait_for(f"{base}{path}", str(ca_path))
         outcome = register_and_assess(base, args.repo_url)
         report(outcome)
         if not args.no_observatory:
