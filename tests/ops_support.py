@@ -105,7 +105,7 @@ class TcpProxy:
                     if not data:
                         return
                     (upstream if sock is client else client).sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # cut() closed the sockets under us (fd -1)
             return
         finally:
             for sock in sockets:

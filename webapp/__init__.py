@@ -166,7 +166,7 @@ def register_errorhandlers(app: Flask) -> None:
     """Every error is a page in the app's layout (or an htmx fragment), never a traceback."""
     from flask_login import AnonymousUserMixin
     from flask_wtf.csrf import CSRFError
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     from webapp.extensions import db
@@ -192,9 +192,10 @@ def register_errorhandlers(app: Flask) -> None:
     for code in (400, 403, 404, 405, 409, 413, 429, 500):
         app.register_error_handler(code, render_error)
 
+    # Only "cannot talk to the database" errors: an IntegrityError is a bug, a 500.
     @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
     @app.errorhandler(PoolTimeout)
-    @app.errorhandler(DBAPIError)
     def database_unavailable(error):
         log.error("database unavailable: %s", type(getattr(error, "orig", None) or error).__name__)
         try:
