@@ -10,12 +10,13 @@ import threading
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 
 from tests.factories import MembershipFactory, ServiceFactory, UserFactory
 from tests.ops_support import TcpProxy, scratch_postgres
 from webapp import create_app
 from webapp.extensions import db, huey, limiter
+from webapp.models import ProbeRun
 
 GUARD_SECONDS = 20  # a request that takes longer than this is the stall we are testing against
 
@@ -164,7 +165,10 @@ def test_without_redis_people_still_sign_in_and_probe_now_says_jobs_are_delayed(
     body = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "Background jobs are delayed" in body and 'id="jobs-delayed"' in body
+    assert "Probe now could not start" in body
     assert any("job queue unavailable" in r.getMessage() for r in caplog.records)
+    unfinished = db.session.scalars(select(ProbeRun).where(ProbeRun.finished_at.is_(None))).all()
+    assert unfinished == []  # a run that could not be queued is closed, not left "running"
 
     proxy.mode = "pass"  # Redis is back: the banner goes by itself
     body = client.get(f"/services/{service.id}/probes").get_data(as_text=True)
