@@ -1,7 +1,8 @@
 """`make run`: the web server (gunicorn) and the job worker (Huey consumer), together.
 
-Both run as child processes; Ctrl-C or SIGTERM stops both, and if either dies the other
-is stopped too, so the pair never runs half-alive.
+Both run as child processes; Ctrl-C or SIGTERM stops both (SIGTERM to each: gunicorn and
+the worker both stop gracefully, a probe sweep in flight closes its runs and releases its
+lock), and if either dies the other is stopped too, so the pair never runs half-alive.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def main() -> int:
 
     web = [str(BIN / "gunicorn"), "--bind", f"{args.host}:{args.port}", "--workers", args.web_workers,
            "--no-control-socket", "--access-logfile", "-", "--timeout", "60", "webapp.wsgi:app"]
-    worker = [str(BIN / "huey_consumer"), "webapp.probes.tasks.huey", "--workers", args.job_workers,
-              "--worker-type", "thread", "--delay", "0.1", "--max-delay", "1.0"]  # "Probe now" starts within a second
+    # Our consumer (webapp/probes/worker.py): SIGTERM stops it gracefully, sweeps included.
+    worker = [sys.executable, "-m", "webapp.probes.worker", "--workers", args.job_workers]
     children = [subprocess.Popen(web), subprocess.Popen(worker)]
     print(f"preflight: serving on http://{args.host}:{args.port}/ with probes running", flush=True)
 

@@ -1,7 +1,13 @@
 """Background jobs (Huey): the probe scheduler, probe runs, evidence link checks, retention.
 
-Jobs are the callers here, so they own the commits. Results are committed in small batches
-while a sweep runs, so "Probe now" shows them as they arrive.
+Jobs are the callers here, so they own the commits, and they keep transactions short: a
+sweep commits results in small batches while it runs and then does each service's
+bookkeeping in its own transaction, so a person's save is never blocked for long, and a
+conflict (someone saved the same answer, SQLite busy) costs that one service, not the
+sweep. Every run ends finished: a run that could not finish is closed with an error.
+
+The sweep and the roll-up hold an expiring database lock (webapp/probes/locks.py) instead
+of Huey's `lock_task`, which stayed held forever when a worker was killed mid-sweep.
 """
 
 from __future__ import annotations
@@ -11,17 +17,28 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 
 from huey import crontab
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 
 from webapp.extensions import db, huey
 from webapp.models import Evidence, ProbeRun, Service, utcnow
-from webapp.probes import runs
+from webapp.probes import locks, runs
 from webapp.probes.rules import CheckResult, run_check
 
 log = logging.getLogger("webapp.probes")
 BATCH_SECONDS = 0.5
+BATCH_ROWS = 200  # results per commit while a sweep runs: keeps each write transaction short
+START_BATCH = 100  # runs started per commit
+CONFLICTS = (StaleDataError, IntegrityError, OperationalError)
+SWEEP_LOCK, RETENTION_LOCK = "probe-sweep", "probe-retention"
+ABANDONED_AFTER = timedelta(minutes=15)  # far beyond any sweep's ceil(hanging / concurrency) × deadline
+# Set when the worker is asked to stop (SIGTERM, see webapp/probes/worker.py): a sweep in
+# flight stops waiting for its targets, closes its runs with an error and releases its lock.
+STOPPING = threading.Event()
 
 _app = None
 _app_lock = threading.Lock()
@@ -48,56 +65,135 @@ def app_context():
             db.session.remove()
 
 
-def probe_services(services: list[Service], trigger: str) -> list[int]:
+def sweep_lock_ttl() -> timedelta:
+    """How long a sweep lock lives without renewal: several probe deadlines. The sweep
+    renews it as it goes; a killed worker's lock lapses after this."""
+    from flask import current_app
+
+    return timedelta(seconds=max(60, 6 * current_app.config["PROBE_DEADLINE_SECONDS"]))
+
+
+def probe_services(services: list[Service], trigger: str, lease: locks.Lease | None = None) -> list[int]:
     """Start a run for each service, then probe them all together. Commits."""
-    probe_runs = [runs.start_run(service, trigger) for service in services]
-    db.session.commit()
-    return complete_runs([run.id for run in probe_runs])
+    run_ids = []
+    for first in range(0, len(services), START_BATCH):
+        run_ids += [runs.start_run(service, trigger).id for service in services[first:first + START_BATCH]]
+        db.session.commit()
+    return complete_runs(run_ids, lease)
 
 
-def complete_runs(run_ids: list[int]) -> list[int]:
+def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[int]:
     """Probe the services of started runs concurrently (bounded); store results as they come;
-    then answer probe-backed items. Commits."""
-    probe_runs = [db.session.get(ProbeRun, run_id) for run_id in run_ids]
-    probe_runs = [run for run in probe_runs if run is not None and run.finished_at is None]
-    targets = [(run.id, kind, url, runs.check_options(run.service, kind))
-               for run in probe_runs for kind, url in runs.network_targets(run.service)]
-    asyncio.run(_sweep(targets))
-    for run_id in [run.id for run in probe_runs]:
-        run = db.session.get(ProbeRun, run_id)
-        for result in runs.record_checks(run.service):
-            runs.store_result(run, result)
-        runs.finish_run(run)
-        runs.apply_to_assessments(run.service)
-    db.session.commit()  # one commit for the bookkeeping of the whole sweep
+    then do each service's bookkeeping (record checks, finish the run, answer probe-backed
+    items) in its own transaction. Commits. No run is left unfinished."""
+    try:
+        probe_runs = db.session.scalars(select(ProbeRun).where(ProbeRun.id.in_(run_ids),
+                                                               ProbeRun.finished_at.is_(None))).all()
+        refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
+        targets = [(refs[run.id], kind, url, runs.check_options(run.service, kind))
+                   for run in probe_runs for kind, url in runs.network_targets(run.service)]
+        db.session.commit()  # end the read transaction before the long wait on the network
+        if asyncio.run(_sweep(targets, lease)):
+            return run_ids  # stopping: the finally below closes the runs
+        for run_id in refs:
+            _finish_service(run_id)
+    finally:
+        _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
+                          if STOPPING.is_set() else "failed: the run could not finish")
     return run_ids
 
 
-async def _sweep(targets: list[tuple[int, str, str, dict]]) -> None:
-    """Run every check; one hanging target only ever costs its own deadline."""
+def _finish_service(run_id: int) -> None:
+    """One service's bookkeeping in one short transaction; a conflict is retried once, then
+    the run is closed with the error. Other services are not affected."""
+    error: Exception | None = None
+    for _attempt in range(2):
+        try:
+            run = db.session.get(ProbeRun, run_id)
+            if run is None or run.finished_at is not None:
+                return
+            service = run.service
+            rows = [runs.store_result(run, result) for result in runs.record_checks(service)]
+            db.session.flush()
+            runs.record_latest_many(rows)
+            runs.finish_run(run)
+            runs.apply_to_assessments(service)
+            db.session.commit()
+            return
+        except CONFLICTS as exc:
+            db.session.rollback()
+            log.warning("probe run %s: bookkeeping conflict, %s: %s", run_id, type(exc).__name__, exc)
+            error = exc
+    _close_unfinished([run_id], f"failed: bookkeeping conflict ({type(error).__name__})")
+
+
+def _close_unfinished(run_ids: list[int], error: str) -> None:
+    db.session.rollback()  # whatever failed is not ours to keep; everything else is committed
+    try:
+        if runs.close_runs(run_ids, error):
+            log.warning("closed unfinished probe runs: %s", error)
+        db.session.commit()
+    except Exception:  # the database itself is gone: the abandoned-runs job closes them later
+        db.session.rollback()
+        log.exception("could not close probe runs %s", run_ids)
+
+
+def _store_batch(batch: list[tuple[runs.RunRef, CheckResult]]) -> None:
+    """Store a batch of results and the read model's latest outcomes in one short
+    transaction; on a conflict, retry row by row so one bad row costs only itself."""
+    try:
+        rows = [runs.store_result(ref, result) for ref, result in batch]
+        db.session.flush()
+        runs.record_latest_many(rows)
+        db.session.commit()
+        return
+    except CONFLICTS as exc:
+        db.session.rollback()
+        if len(batch) == 1:
+            log.warning("probe result for run %s dropped: %s", batch[0][0].id, exc)
+            return
+    for item in batch:
+        _store_batch([item])
+
+
+async def _sweep(targets: list[tuple[runs.RunRef, str, str, dict]], lease: locks.Lease | None = None) -> bool:
+    """Run every check; one hanging target only ever costs its own deadline. Returns True
+    if the worker is stopping and the sweep gave up on the targets still pending."""
     from flask import current_app
 
     gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
-    pending: list[tuple[int, CheckResult]] = []
+    pending: list[tuple[runs.RunRef, CheckResult]] = []
+    renewed = time.monotonic()
 
-    async def one(fetcher, run_id: int, kind: str, url: str, options: dict) -> None:
+    async def one(fetcher, ref: runs.RunRef, kind: str, url: str, options: dict) -> None:
         async with gate:
-            pending.append((run_id, await run_check(kind, url, fetcher, **options)))
+            pending.append((ref, await run_check(kind, url, fetcher, **options)))
 
     def flush() -> None:
+        nonlocal renewed
         while pending:
-            run_id, result = pending.pop(0)
-            runs.store_result(db.session.get(ProbeRun, run_id), result)
-        db.session.commit()
+            batch, pending[:] = pending[:BATCH_ROWS], pending[BATCH_ROWS:]
+            _store_batch(batch)
+        if lease is not None and time.monotonic() - renewed > lease.ttl.total_seconds() / 3:
+            renewed = time.monotonic()
+            if not lease.renew():
+                log.warning("probe sweep lost its lock (expired and taken over); finishing anyway")
 
     async with runs.make_fetcher() as fetcher:
         tasks = [asyncio.create_task(one(fetcher, *target)) for target in targets]
         while not all(task.done() for task in tasks):
             await asyncio.wait(tasks, timeout=BATCH_SECONDS)
             flush()
+            if STOPPING.is_set():
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                flush()
+                return True
         for task in tasks:
             task.result()  # surface bugs; run_check itself never raises on target faults
     flush()
+    return False
 
 
 @huey.task()
@@ -108,24 +204,37 @@ def complete_run_task(run_id: int) -> list[int]:
 
 
 @huey.periodic_task(crontab(minute="*"))
-@huey.lock_task("probe-due-services")  # every consumer schedules it; only one sweep at a time
 def probe_due_services() -> int:
-    """Every minute: probe all services whose interval has elapsed, together."""
-    with app_context():
+    """Every minute: probe all services whose interval has elapsed, together. Every consumer
+    schedules it; the expiring sweep lock lets one run at a time."""
+    with app_context(), locks.held(SWEEP_LOCK, sweep_lock_ttl()) as lease:
+        if lease is None:
+            log.info("probe sweep skipped: another worker holds the sweep lock")
+            return 0
         due = runs.due_services()
         if due:
             started = time.monotonic()
-            probe_services(due, "schedule")
+            probe_services(due, "schedule", lease)
             log.info("probed %d services in %.1f s", len(due), time.monotonic() - started)
         return len(due)
+
+
+@huey.periodic_task(crontab(minute="*/5"))
+def close_abandoned_runs() -> int:
+    """Every five minutes: close runs a dead worker left unfinished, so nothing (such as
+    "Probe now") waits for them forever."""
+    with app_context():
+        closed = runs.close_abandoned_runs(ABANDONED_AFTER)
+        db.session.commit()
+        if closed:
+            log.warning("closed %d probe runs abandoned by a dead worker", closed)
+        return closed
 
 
 @huey.periodic_task(crontab(minute="17", hour="*"))
 def check_evidence_links() -> int:
     """Hourly: check evidence links not checked in the last day; mark broken ones."""
     with app_context():
-        from datetime import timedelta
-
         stale = utcnow() - timedelta(days=1)
         evidence = db.session.scalars(select(Evidence).where(
             (Evidence.checked_at.is_(None)) | (Evidence.checked_at < stale)).limit(500)).all()
@@ -154,8 +263,17 @@ async def check_links(evidence: list[Evidence]) -> None:
 
 @huey.periodic_task(crontab(minute="42", hour="3"))
 def roll_up_probe_results() -> int:
-    """Daily: keep raw probe results for PROBE_RETENTION_DAYS, then only daily roll-ups."""
-    with app_context() as app:
-        removed = runs.roll_up_old_results(app.config["PROBE_RETENTION_DAYS"])
+    """Daily: keep raw probe results for PROBE_RETENTION_DAYS, then only daily roll-ups.
+    Chunk by chunk, a commit each, under an expiring lock renewed per chunk."""
+    with app_context() as app, locks.held(RETENTION_LOCK, timedelta(minutes=10)) as lease:
+        if lease is None:
+            log.info("probe roll-up skipped: another worker is rolling up")
+            return 0
+
+        def after_chunk() -> None:
+            db.session.commit()
+            lease.renew()
+
+        removed = runs.roll_up_old_results(app.config["PROBE_RETENTION_DAYS"], after_chunk=after_chunk)
         db.session.commit()
         return removed
