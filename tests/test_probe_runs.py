@@ -8,11 +8,11 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import current_app
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -32,6 +32,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.probes import runs
+from webapp.probes.rules import CheckResult
 from webapp.probes.tasks import probe_services
 
 HEALTH_ITEM = "health_checks_configured"
@@ -475,3 +476,36 @@ def test_new_services_are_spread_over_their_interval(world):
         runs.start_run(one, "schedule")
     later = sorted((s.next_probe_at - now).total_seconds() for s in created[:10])
     assert all(54 * 60 - 5 <= o <= 66 * 60 + 5 for o in later) and later[-1] - later[0] > 1
+
+
+def test_roll_up_aggregates_in_chunks_and_adds_to_existing_rows(world):
+    """The roll-up runs in SQL, chunk by chunk, adding to roll-up rows already there; the
+    median is exact within a chunk."""
+    _, service, _ = world
+    run = runs.start_run(service, "schedule")
+    runs.finish_run(run)
+    day1, day2 = datetime(2026, 1, 10, 23, 0, tzinfo=UTC), datetime(2026, 1, 11, 1, 0, tzinfo=UTC)
+    rows = [("health", day1, "pass", 10.0), ("health", day1, "fail", 30.0), ("health", day1, "pass", 20.0),
+            ("health", day2, "warn", 5.0), ("health", day2, "error", None), ("latency", day2, "pass", 100.0)]
+    db.session.execute(insert(ProbeResult), [
+        {"run_id": run.id, "service_id": service.id, "kind": kind, "url": "http://x", "started_at": at,
+         "finished_at": at, "outcome": outcome, "latency_ms": latency, "explanation": "", "details": {}}
+        for kind, at, outcome, latency in rows])
+    db.session.add(ProbeDailyRollup(service_id=service.id, kind="latency", day=day2.date(), runs=1, passes=1,
+                                    warns=0, fails=0, errors=0, latency_ms_median=200.0))
+    recent = runs.store_result(run, CheckResult("health", "http://x", "pass", "fine"))
+    db.session.commit()
+    commits = []
+    removed = runs.roll_up_old_results(30, now=datetime(2026, 3, 1, tzinfo=UTC), chunk=2,
+                                       after_chunk=lambda: commits.append(db.session.commit()))
+    db.session.commit()
+    assert removed == 6 and len(commits) >= 3
+    assert db.session.scalars(select(ProbeResult.id)).all() == [recent.id]  # inside the window: kept
+    got = {(r.kind, r.day.isoformat()): (r.runs, r.passes, r.warns, r.fails, r.errors, r.latency_ms_median)
+           for r in db.session.scalars(select(ProbeDailyRollup))}
+    assert got[("health", "2026-01-10")][:5] == (3, 2, 0, 1, 0)
+    assert got[("health", "2026-01-11")] == (2, 0, 1, 0, 1, 5.0)
+    assert got[("latency", "2026-01-11")] == (2, 2, 0, 0, 0, 150.0)  # added to the existing row
+    assert 10.0 <= got[("health", "2026-01-10")][5] <= 30.0  # chunks of 2: weighted chunk medians
+    exact = runs.roll_up_old_results(30, now=datetime(2026, 3, 1, tzinfo=UTC))
+    assert exact == 0
