@@ -183,7 +183,6 @@ def test_evidence_link_check_marks_broken_and_blocked_links(targets, world):
 def test_failure_excerpt_is_shown_escaped(client, world):
     _, service, _ = world
     run = runs.start_run(service, "manual")
-    from webapp.probes.rules import CheckResult
 
     row = runs.store_result(run, CheckResult(
         "health", service.health_url, "fail", "answered HTTP 500", status_code=500,

@@ -16,12 +16,15 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from datetime import timedelta
 
+from flask import current_app
 from huey import crontab
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from webapp.extensions import db, huey
@@ -48,7 +51,7 @@ _app_lock = threading.Lock()
 def app_context():
     """The worker builds its Flask app on first use, never at import time."""
     global _app
-    from flask import current_app, has_app_context
+    from flask import has_app_context
 
     if has_app_context():  # immediate mode in tests, or called from a request/CLI
         yield current_app
@@ -68,8 +71,6 @@ def app_context():
 def sweep_lock_ttl() -> timedelta:
     """How long a sweep lock lives without renewal: several probe deadlines. The sweep
     renews it as it goes; a killed worker's lock lapses after this."""
-    from flask import current_app
-
     return timedelta(seconds=max(60, 6 * current_app.config["PROBE_DEADLINE_SECONDS"]))
 
 
@@ -84,18 +85,20 @@ def probe_services(services: list[Service], trigger: str, lease: locks.Lease | N
 
 def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[int]:
     """Probe the services of started runs concurrently (bounded); store results as they come;
-    then do each service's bookkeeping (record checks, finish the run, answer probe-backed
-    items) in its own transaction. Commits. No run is left unfinished."""
+    do each service's bookkeeping (record checks, finish the run, answer probe-backed items)
+    in its own transaction as soon as its last result is in. Commits. No run is left
+    unfinished."""
     try:
-        probe_runs = db.session.scalars(select(ProbeRun).where(ProbeRun.id.in_(run_ids),
-                                                               ProbeRun.finished_at.is_(None))).all()
+        probe_runs = db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
+            ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))).all()
         refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
         targets = [(refs[run.id], kind, url, runs.check_options(run.service, kind))
                    for run in probe_runs for kind, url in runs.network_targets(run.service)]
         db.session.commit()  # end the read transaction before the long wait on the network
-        if asyncio.run(_sweep(targets, lease)):
+        sweep = Sweep(current_app._get_current_object(), targets, lease)
+        if asyncio.run(sweep.run()):
             return run_ids  # stopping: the finally below closes the runs
-        for run_id in refs:
+        for run_id in refs.keys() - sweep.finished:  # services with nothing to fetch
             _finish_service(run_id)
     finally:
         _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
@@ -156,44 +159,63 @@ def _store_batch(batch: list[tuple[runs.RunRef, CheckResult]]) -> None:
         _store_batch([item])
 
 
-async def _sweep(targets: list[tuple[runs.RunRef, str, str, dict]], lease: locks.Lease | None = None) -> bool:
-    """Run every check; one hanging target only ever costs its own deadline. Returns True
-    if the worker is stopping and the sweep gave up on the targets still pending."""
-    from flask import current_app
+class Sweep:
+    """Every check of a sweep on one event loop; one hanging target only ever costs its own
+    deadline. The database work (storing results, each service's bookkeeping once its last
+    result is in) runs in a thread with its own app context and session, so the event loop
+    keeps fetching meanwhile."""
 
-    gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
-    pending: list[tuple[runs.RunRef, CheckResult]] = []
-    renewed = time.monotonic()
+    def __init__(self, app, targets: list[tuple[runs.RunRef, str, str, dict]], lease: locks.Lease | None):
+        self.app, self.targets, self.lease = app, targets, lease
+        self.pending: list[tuple[runs.RunRef, CheckResult]] = []
+        self.remaining = Counter(ref.id for ref, *_ in targets)
+        self.finished: set[int] = set()
+        self.renewed = time.monotonic()
 
-    async def one(fetcher, ref: runs.RunRef, kind: str, url: str, options: dict) -> None:
-        async with gate:
-            pending.append((ref, await run_check(kind, url, fetcher, **options)))
+    async def run(self) -> bool:
+        """Returns True if the worker is stopping and the sweep gave up on pending targets."""
+        gate = asyncio.Semaphore(self.app.config["PROBE_CONCURRENCY"])
 
-    def flush() -> None:
-        nonlocal renewed
-        while pending:
-            batch, pending[:] = pending[:BATCH_ROWS], pending[BATCH_ROWS:]
-            _store_batch(batch)
-        if lease is not None and time.monotonic() - renewed > lease.ttl.total_seconds() / 3:
-            renewed = time.monotonic()
-            if not lease.renew():
+        async def one(fetcher, ref: runs.RunRef, kind: str, url: str, options: dict) -> None:
+            async with gate:
+                self.pending.append((ref, await run_check(kind, url, fetcher, **options)))
+
+        async with runs.make_fetcher() as fetcher:
+            tasks = [asyncio.create_task(one(fetcher, *target)) for target in self.targets]
+            while not all(task.done() for task in tasks):
+                await asyncio.wait(tasks, timeout=BATCH_SECONDS)
+                await asyncio.to_thread(self.flush)
+                if STOPPING.is_set():
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await asyncio.to_thread(self.flush, bookkeeping=False)
+                    return True
+            for task in tasks:
+                task.result()  # surface bugs; run_check itself never raises on target faults
+        await asyncio.to_thread(self.flush)
+        return False
+
+    def flush(self, bookkeeping: bool = True) -> None:
+        taken, self.pending[:] = self.pending[:], []
+        with self.app.app_context():
+            try:
+                for first in range(0, len(taken), BATCH_ROWS):
+                    _store_batch(taken[first:first + BATCH_ROWS])
+                done = []
+                for ref, _result in taken:
+                    self.remaining[ref.id] -= 1
+                    if self.remaining[ref.id] == 0:
+                        done.append(ref.id)
+                for run_id in done if bookkeeping else ():
+                    _finish_service(run_id)
+                    self.finished.add(run_id)
+            finally:
+                db.session.remove()
+        if self.lease is not None and time.monotonic() - self.renewed > self.lease.ttl.total_seconds() / 3:
+            self.renewed = time.monotonic()
+            if not self.lease.renew():
                 log.warning("probe sweep lost its lock (expired and taken over); finishing anyway")
-
-    async with runs.make_fetcher() as fetcher:
-        tasks = [asyncio.create_task(one(fetcher, *target)) for target in targets]
-        while not all(task.done() for task in tasks):
-            await asyncio.wait(tasks, timeout=BATCH_SECONDS)
-            flush()
-            if STOPPING.is_set():
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                flush()
-                return True
-        for task in tasks:
-            task.result()  # surface bugs; run_check itself never raises on target faults
-    flush()
-    return False
 
 
 @huey.task()
