@@ -74,17 +74,55 @@ def check_options(service: Service, kind: str) -> dict:
 
 def record_checks(service: Service) -> list[CheckResult]:
     """Checks answered from Preflight's own data: a runbook and an on-call rotation exist."""
-    runbook = db.session.scalar(select(RunbookRevision).where(RunbookRevision.service_id == service.id)
-                                .order_by(RunbookRevision.created_at.desc()).limit(1))
-    has_runbook = runbook is not None and runbook.body.strip() != ""
-    results = [CheckResult(
-        "runbook_present", "", "pass" if has_runbook else "fail",
-        "A runbook is written in Preflight." if has_runbook else "No runbook has been written for this service yet.")]
-    results.append(CheckResult(
-        "oncall_present", service.oncall_url or "", "pass" if service.oncall_url else "fail",
-        "An on-call rotation URL is registered." if service.oncall_url
-        else "No on-call rotation URL is registered for this service."))
+    return record_checks_many([service])[service.id]
+
+
+def record_checks_many(services: list[Service]) -> dict[int, list[CheckResult]]:
+    """`record_checks` for several services, with one query for all their runbooks."""
+    ids = [service.id for service in services]
+    newest = (select(RunbookRevision.service_id, func.max(RunbookRevision.created_at).label("at"))
+              .where(RunbookRevision.service_id.in_(ids)).group_by(RunbookRevision.service_id).subquery())
+    written = set(db.session.scalars(select(RunbookRevision.service_id).join(newest, and_(
+        RunbookRevision.service_id == newest.c.service_id, RunbookRevision.created_at == newest.c.at))
+        .where(func.trim(RunbookRevision.body) != "")))
+    results = {}
+    for service in services:
+        has_runbook = service.id in written
+        results[service.id] = [
+            CheckResult("runbook_present", "", "pass" if has_runbook else "fail",
+                        "A runbook is written in Preflight." if has_runbook
+                        else "No runbook has been written for this service yet."),
+            CheckResult("oncall_present", service.oncall_url or "", "pass" if service.oncall_url else "fail",
+                        "An on-call rotation URL is registered." if service.oncall_url
+                        else "No on-call rotation URL is registered for this service.")]
     return results
+
+
+def services_with_drafts(service_ids: Iterable[int]) -> set[int]:
+    """Which of these services have a draft assessment (the only kind probes answer)."""
+    return set(db.session.scalars(select(Assessment.service_id).distinct().where(
+        Assessment.service_id.in_(list(service_ids)), Assessment.state == "draft")))
+
+
+def finish_runs(probe_runs: list[ProbeRun]) -> None:
+    """The bookkeeping of finished sweeps, set-based: the record checks stored, the read
+    model updated, the runs finished, probe-backed answers of draft assessments updated
+    (only where something changed). Flush only."""
+    if not probe_runs:
+        return
+    services = {run.service_id: run.service for run in probe_runs}
+    checks = record_checks_many(list(services.values()))
+    latest = load_checks(services)  # reads first: the write transaction starts below
+    drafts = services_with_drafts(services)
+    rows = [store_result(run, result) for run in probe_runs for result in checks[run.service_id]]
+    db.session.flush()
+    record_latest_many(rows, latest)
+    finished = utcnow()
+    for run in probe_runs:
+        run.finished_at = finished
+    for service_id in sorted(drafts):
+        apply_to_assessments(services[service_id])
+    db.session.flush()
 
 
 def due_services(now: datetime | None = None) -> list[Service]:
@@ -125,13 +163,19 @@ def store_result(run: ProbeRun | RunRef, result: CheckResult) -> ProbeResult:
     return row
 
 
-def record_latest_many(rows: list[ProbeResult]) -> None:
-    """`record_latest` for a batch (flushed rows), with one SELECT for the whole batch."""
+def load_checks(service_ids: Iterable[int]) -> dict[tuple[int, str], ServiceCheck]:
+    """The read model's rows for these services, by (service id, kind)."""
+    return {(c.service_id, c.kind): c for c in db.session.scalars(select(ServiceCheck).where(
+        ServiceCheck.service_id.in_(set(service_ids))))}
+
+
+def record_latest_many(rows: list[ProbeResult], checks: dict[tuple[int, str], ServiceCheck] | None = None) -> None:
+    """`record_latest` for a batch (flushed rows), with one SELECT for the whole batch, or
+    none if the caller loaded `checks` before writing (SQLite: before taking the lock)."""
     if not rows:
         return
-    keys = {(row.service_id, row.kind) for row in rows}
-    checks = {(c.service_id, c.kind): c for c in db.session.scalars(select(ServiceCheck).where(
-        ServiceCheck.service_id.in_({service_id for service_id, _ in keys})))}
+    if checks is None:
+        checks = load_checks(row.service_id for row in rows)
     for row in sorted(rows, key=lambda r: r.id):
         check = checks.get((row.service_id, row.kind))
         if check is None:

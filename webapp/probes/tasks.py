@@ -34,8 +34,9 @@ from webapp.probes.rules import CheckResult, run_check
 
 log = logging.getLogger("webapp.probes")
 BATCH_SECONDS = 0.5
-BATCH_ROWS = 200  # results per commit while a sweep runs: keeps each write transaction short
-START_BATCH = 100  # runs started per commit
+BATCH_ROWS = 100  # results per commit while a sweep runs: keeps each write transaction short
+START_BATCH = 25  # runs started per commit
+FINISH_BATCH = 10  # services whose bookkeeping shares a transaction (a conflict redoes them one by one)
 CONFLICTS = (StaleDataError, IntegrityError, OperationalError)
 SWEEP_LOCK, RETENTION_LOCK = "probe-sweep", "probe-retention"
 ABANDONED_AFTER = timedelta(minutes=15)  # far beyond any sweep's ceil(hanging / concurrency) × deadline
@@ -98,29 +99,41 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
         sweep = Sweep(current_app._get_current_object(), targets, lease)
         if asyncio.run(sweep.run()):
             return run_ids  # stopping: the finally below closes the runs
-        for run_id in refs.keys() - sweep.finished:  # services with nothing to fetch
-            _finish_service(run_id)
+        _finish_services(sorted(refs.keys() - sweep.finished))  # services with nothing to fetch
     finally:
         _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
                           if STOPPING.is_set() else "failed: the run could not finish")
     return run_ids
 
 
+def _finish_services(run_ids: list[int]) -> None:
+    """The bookkeeping of a small batch of services in one short transaction; on a conflict
+    (someone saved an answer meanwhile, SQLite busy) each service is redone alone, so a
+    conflict costs one service, never the others."""
+    for first in range(0, len(run_ids), FINISH_BATCH):
+        batch = run_ids[first:first + FINISH_BATCH]
+        try:
+            runs.finish_runs(_open_runs(batch))
+            db.session.commit()
+        except CONFLICTS as exc:
+            db.session.rollback()
+            log.info("probe bookkeeping conflict (%s); redoing %d services one by one", type(exc).__name__, len(batch))
+            for run_id in batch:
+                _finish_service(run_id)
+
+
+def _open_runs(run_ids: list[int]) -> list[ProbeRun]:
+    return list(db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
+        ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None)).order_by(ProbeRun.id)))
+
+
 def _finish_service(run_id: int) -> None:
-    """One service's bookkeeping in one short transaction; a conflict is retried once, then
+    """One service's bookkeeping in its own transaction; a conflict is retried once, then
     the run is closed with the error. Other services are not affected."""
     error: Exception | None = None
     for _attempt in range(2):
         try:
-            run = db.session.get(ProbeRun, run_id)
-            if run is None or run.finished_at is not None:
-                return
-            service = run.service
-            rows = [runs.store_result(run, result) for result in runs.record_checks(service)]
-            db.session.flush()
-            runs.record_latest_many(rows)
-            runs.finish_run(run)
-            runs.apply_to_assessments(service)
+            runs.finish_runs(_open_runs([run_id]))
             db.session.commit()
             return
         except CONFLICTS as exc:
@@ -145,9 +158,10 @@ def _store_batch(batch: list[tuple[runs.RunRef, CheckResult]]) -> None:
     """Store a batch of results and the read model's latest outcomes in one short
     transaction; on a conflict, retry row by row so one bad row costs only itself."""
     try:
+        latest = runs.load_checks(ref.service_id for ref, _result in batch)  # read before writing
         rows = [runs.store_result(ref, result) for ref, result in batch]
         db.session.flush()
-        runs.record_latest_many(rows)
+        runs.record_latest_many(rows, latest)
         db.session.commit()
         return
     except CONFLICTS as exc:
@@ -207,9 +221,9 @@ class Sweep:
                     self.remaining[ref.id] -= 1
                     if self.remaining[ref.id] == 0:
                         done.append(ref.id)
-                for run_id in done if bookkeeping else ():
-                    _finish_service(run_id)
-                    self.finished.add(run_id)
+                if bookkeeping:
+                    _finish_services(done)
+                    self.finished.update(done)
             finally:
                 db.session.remove()
         if self.lease is not None and time.monotonic() - self.renewed > self.lease.ttl.total_seconds() / 3:
