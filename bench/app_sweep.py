@@ -17,16 +17,21 @@ the test suite's local servers on 127.0.0.1. Prints numbers; asserts nothing:
 - the longest write transaction: from the moment its first INSERT/UPDATE/DELETE returned
   (on SQLite: the write lock is taken) to its COMMIT or ROLLBACK, per connection
   (SQLAlchemy engine events) — on SQLite, how long the database write lock was held;
-- a concurrent writer: a thread saving answers (the real `record_answer`, its own session,
-  a commit per save, like a person's request) throughout the sweep: how many succeeded.
+- a concurrent writer: another process saving answers (the real `record_answer`, a commit
+  per save, like a person's request in a gunicorn worker) throughout the sweep: how many
+  succeeded, and the slowest save.
+
+The targets run in a child process too, so only the sweep runs in this one.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -64,6 +69,50 @@ class WriteTimer:
                 self.count += 1
 
 
+def serve_targets() -> None:
+    """Child process: the hostile local servers, so they do not compete with the sweep for
+    this process's GIL (in production the targets are other machines)."""
+    from tests.probe_targets import hostile_server
+
+    with hostile_server() as targets:
+        print(targets.url("/"), flush=True)
+        sys.stdin.read()
+
+
+def person_saving(url: str, draft_ids: list[int], user_id: int, stop, report) -> None:
+    """Child process, like a gunicorn worker: a person's save is load, change, one commit,
+    in its own session, every 50 ms, until told to stop."""
+    from webapp import assessments, create_app
+    from webapp.extensions import db
+    from webapp.models import Assessment, User
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": False, "SECRET_KEY": "bench" * 8})
+    saves = {"ok": 0, "failed": 0, "slowest": 0.0, "errors": set()}
+    n = 0
+    with app.app_context():
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                assessment = db.session.get(Assessment, draft_ids[n % len(draft_ids)])
+                current = assessments.answer_for(assessment, "structured_logging")
+                status = "partial" if current is not None and current.status == "met" else "met"
+                assessments.record_answer(assessment, "structured_logging", status, f"save {n}",
+                                          db.session.get(User, user_id),
+                                          expected_version=current.version if current else 0)
+                db.session.commit()
+                saves["ok"] += 1
+            except Exception as exc:  # noqa: BLE001 - counted and printed
+                db.session.rollback()
+                saves["failed"] += 1
+                saves["errors"].add(f"{type(exc).__name__}: {str(exc)[:80]}")
+            finally:
+                db.session.remove()
+            saves["slowest"] = max(saves["slowest"], time.perf_counter() - started)
+            n += 1
+            time.sleep(0.05)
+    report.put(saves)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=1000)
@@ -72,16 +121,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="PROBE_CONCURRENCY (default: the app's)")
     parser.add_argument("--assessments", type=int, default=50, help="services with a draft assessment")
     parser.add_argument("--postgres", metavar="URL", help="a throwaway PostgreSQL database instead of SQLite")
+    parser.add_argument("--serve-targets", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_targets:
+        serve_targets()
+        return
     scratch = tempfile.mkdtemp(prefix="preflight-bench-")
     os.environ["PREFLIGHT_INSTANCE_PATH"] = scratch
 
     from sqlalchemy import func, select
 
-    from tests.probe_targets import hostile_server
     from webapp import accounts, assessments, catalog, create_app, registry
     from webapp.extensions import db
-    from webapp.models import Assessment, ProbeResult, ProbeRun, Service
+    from webapp.models import ProbeResult, ProbeRun, Service
     from webapp.probes.tasks import probe_services
     from webapp.probes.worker import raise_open_files_limit
 
@@ -96,7 +148,10 @@ def main() -> None:
     concurrency = app.config["PROBE_CONCURRENCY"]
     raise_open_files_limit(concurrency)
     every = max(1, args.services // max(1, args.hanging))
-    with hostile_server() as targets, app.app_context():
+    server = subprocess.Popen([sys.executable, __file__, "--serve-targets"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    base = server.stdout.readline().strip().rstrip("/")
+    with app.app_context():
         db.drop_all()
         db.create_all()
         catalog.sync(force=True)
@@ -104,8 +159,8 @@ def main() -> None:
         team = registry.create_team("Bench", "", user)
         services = [registry.register_service(team, {
             "name": f"service {n}", "tier": 2,
-            "health_url": targets.url("/silence" if n % every == 0 and n // every < args.hanging else "/health"),
-            "metrics_url": targets.url("/metrics")}, user) for n in range(args.services)]
+            "health_url": base + ("/silence" if n % every == 0 and n // every < args.hanging else "/health"),
+            "metrics_url": base + "/metrics"}, user) for n in range(args.services)]
         version = catalog.latest_version("production-readiness")
         drafts = [assessments.start_assessment(s, version, user) for s in services[:args.assessments]]
         db.session.commit()
@@ -114,36 +169,9 @@ def main() -> None:
         db.session.remove()
 
         timer = WriteTimer(db.engine)
-        stop, saves = threading.Event(), {"ok": 0, "failed": 0, "slowest": 0.0, "errors": set()}
-
-        def person_saving() -> None:
-            """Like a person's request: load, change, one commit, in its own session."""
-            from webapp.models import User
-
-            n = 0
-            with app.app_context():
-                while not stop.is_set():
-                    started = time.perf_counter()
-                    try:
-                        assessment = db.session.get(Assessment, draft_ids[n % len(draft_ids)])
-                        current = assessments.answer_for(assessment, "structured_logging")
-                        status = "partial" if current is not None and current.status == "met" else "met"
-                        assessments.record_answer(assessment, "structured_logging", status, f"save {n}",
-                                                  db.session.get(User, user_id),
-                                                  expected_version=current.version if current else 0)
-                        db.session.commit()
-                        saves["ok"] += 1
-                    except Exception as exc:  # noqa: BLE001 - counted and printed
-                        db.session.rollback()
-                        saves["failed"] += 1
-                        saves["errors"].add(f"{type(exc).__name__}: {str(exc)[:80]}")
-                    finally:
-                        db.session.remove()
-                    saves["slowest"] = max(saves["slowest"], time.perf_counter() - started)
-                    n += 1
-                    time.sleep(0.05)
-
-        writer = threading.Thread(target=person_saving, name="person")
+        spawn = multiprocessing.get_context("spawn")
+        stop, report = spawn.Event(), spawn.Queue()
+        writer = spawn.Process(target=person_saving, args=(url, draft_ids, user_id, stop, report))
         with app.app_context():
             due = db.session.scalars(select(Service).order_by(Service.id)).all()
             writer.start()
@@ -151,11 +179,14 @@ def main() -> None:
             probe_services(due, "schedule")
             wall = time.monotonic() - started
             stop.set()
+            saves = report.get(timeout=60)
             writer.join()
             stored = db.session.scalar(select(func.count(ProbeResult.id)))
             unfinished = db.session.scalar(select(func.count(ProbeRun.id)).where(ProbeRun.finished_at.is_(None)))
             db.session.remove()  # release its locks, or PostgreSQL's DROP waits for them forever
             db.drop_all()
+    server.stdin.close()
+    server.wait()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     hanging_requests = 3 * hanging_services
     floor = math.ceil(hanging_requests / concurrency) * args.deadline

@@ -421,7 +421,7 @@ def test_a_conflicting_save_costs_the_sweep_one_retry_of_one_service(targets, wo
     assert (run.finished_at is not None, run.error) == (True, None)
 
 
-def test_a_run_whose_bookkeeping_keeps_failing_is_closed_with_an_error(monkeypatch, targets, world):
+def test_a_run_whose_answers_keep_conflicting_says_so_and_others_are_unaffected(monkeypatch, targets, world):
     _, service, _ = world
     other = ServiceFactory(team=service.team, health_url=targets.url("/health"), base_url=None)
     db.session.commit()
@@ -437,7 +437,7 @@ def test_a_run_whose_bookkeeping_keeps_failing_is_closed_with_an_error(monkeypat
     db.session.expire_all()
     by_service = {run.service_id: run for run in db.session.scalars(select(ProbeRun))}
     assert by_service[service.id].finished_at is not None
-    assert by_service[service.id].error == "failed: bookkeeping conflict (StaleDataError)"
+    assert by_service[service.id].error == "answers not updated: conflict (StaleDataError)"
     assert (by_service[other.id].finished_at is not None, by_service[other.id].error) == (True, None)
 
 

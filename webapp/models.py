@@ -282,7 +282,8 @@ class Answer(db.Model):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The result that last set a probe answer's status; the latest result of every kind is
     # in ServiceCheck. The probe's explanation stays on the result, never in `note`.
-    probe_result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id"))
+    # Indexed: deleting old results checks this foreign key for every deleted row.
+    probe_result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     # Set when a checklist upgrade removed the item: kept with its history, evidence and
     # waivers, readable, but no longer scored or listed.
@@ -410,7 +411,7 @@ class ServiceCheck(db.Model):
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(30))
     outcome: Mapped[str] = mapped_column(String(10))
-    result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id", ondelete="SET NULL"))
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id", ondelete="SET NULL"), index=True)
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # outcome last changed
 

@@ -6,6 +6,8 @@
   deleting them; one *live* answer per item, so the unique constraint becomes a partial
   unique index.
 - probe_run.error: a run that could not finish is closed with the reason.
+- answer.probe_result_id and service_check.result_id indexed: the roll-up deletes old
+  results, and each deleted row's foreign keys are checked.
 - Probe answers no longer copy the probe's explanation into the person's note field: the
   explanation stays on the probe result.
 
@@ -37,6 +39,10 @@ def upgrade():
         batch_op.add_column(sa.Column('archived_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.drop_constraint(batch_op.f('uq_answer_assessment_id_item_key'), type_='unique')
         batch_op.create_index('uq_answer_live_item', ['assessment_id', 'item_key'], unique=True, sqlite_where=sa.text('archived_at IS NULL'), postgresql_where=sa.text('archived_at IS NULL'))
+        batch_op.create_index(batch_op.f('ix_answer_probe_result_id'), ['probe_result_id'], unique=False)
+
+    with op.batch_alter_table('service_check', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_service_check_result_id'), ['result_id'], unique=False)
 
     with op.batch_alter_table('probe_run', schema=None) as batch_op:
         batch_op.add_column(sa.Column('error', sa.String(length=200), nullable=True))
@@ -49,7 +55,11 @@ def downgrade():
     with op.batch_alter_table('probe_run', schema=None) as batch_op:
         batch_op.drop_column('error')
 
+    with op.batch_alter_table('service_check', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_service_check_result_id'))
+
     with op.batch_alter_table('answer', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_answer_probe_result_id'))
         batch_op.drop_index('uq_answer_live_item', sqlite_where=sa.text('archived_at IS NULL'), postgresql_where=sa.text('archived_at IS NULL'))
         batch_op.create_unique_constraint(batch_op.f('uq_answer_assessment_id_item_key'), ['assessment_id', 'item_key'])
         batch_op.drop_column('archived_at')

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 
 from webapp import assessments
 from webapp.extensions import db
@@ -104,12 +104,13 @@ def services_with_drafts(service_ids: Iterable[int]) -> set[int]:
         Assessment.service_id.in_(list(service_ids)), Assessment.state == "draft")))
 
 
-def finish_runs(probe_runs: list[ProbeRun]) -> None:
-    """The bookkeeping of finished sweeps, set-based: the record checks stored, the read
-    model updated, the runs finished, probe-backed answers of draft assessments updated
-    (only where something changed). Flush only."""
+def finish_runs(probe_runs: list[ProbeRun]) -> list[int]:
+    """The bookkeeping of finished runs, set-based: the record checks stored, the read model
+    updated, the runs finished. Returns the ids of their services that have a draft
+    assessment, whose probe-backed answers the caller updates with `apply_to_assessments`,
+    a service per transaction. Flush only."""
     if not probe_runs:
-        return
+        return []
     services = {run.service_id: run.service for run in probe_runs}
     checks = record_checks_many(list(services.values()))
     latest = load_checks(services)  # reads first: the write transaction starts below
@@ -120,9 +121,8 @@ def finish_runs(probe_runs: list[ProbeRun]) -> None:
     finished = utcnow()
     for run in probe_runs:
         run.finished_at = finished
-    for service_id in sorted(drafts):
-        apply_to_assessments(services[service_id])
     db.session.flush()
+    return sorted(drafts)
 
 
 def due_services(now: datetime | None = None) -> list[Service]:
@@ -326,14 +326,13 @@ def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
     groups = db.session.execute(counts).all()
     if not groups:
         return 0
-    days = {row.day if isinstance(row.day, str) else row.day.isoformat() for row in groups}
+    days = sorted(row.day if isinstance(row.day, str) else row.day.isoformat() for row in groups)
     parse = datetime.fromisoformat
+    # The chunk's ids are in time order, so its days are a short range: one range query.
     existing = {(r.service_id, r.kind, r.day.isoformat()): r for r in db.session.execute(
         select(ProbeDailyRollup.id, ProbeDailyRollup.service_id, ProbeDailyRollup.kind, ProbeDailyRollup.day,
                ProbeDailyRollup.runs, ProbeDailyRollup.latency_ms_median)
-        .where(ProbeDailyRollup.day.in_([parse(d).date() for d in days]),
-               tuple_(ProbeDailyRollup.service_id, ProbeDailyRollup.kind).in_(
-                   {(row.service_id, row.kind) for row in groups})))}
+        .where(ProbeDailyRollup.day.between(parse(days[0]).date(), parse(days[-1]).date())))}
     inserts, updates = [], []
     for row in groups:
         key = (row.service_id, row.kind, row.day if isinstance(row.day, str) else row.day.isoformat())
@@ -350,7 +349,7 @@ def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
                         "add_warns": row.warns, "add_fails": row.fails, "add_errors": row.errors,
                         "median": median if median is not None else before.latency_ms_median})
     if inserts:
-        db.session.execute(insert(ProbeDailyRollup), inserts)
+        db.session.execute(ProbeDailyRollup.__table__.insert(), inserts)
     if updates:
         table = ProbeDailyRollup.__table__
         db.session.execute(table.update().where(table.c.id == bindparam("rollup_id")).values(

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from flask import current_app
 from huey import crontab
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
@@ -96,7 +96,7 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
         targets = [(refs[run.id], kind, url, runs.check_options(run.service, kind))
                    for run in probe_runs for kind, url in runs.network_targets(run.service)]
         db.session.commit()  # end the read transaction before the long wait on the network
-        sweep = Sweep(current_app._get_current_object(), targets, lease)
+        sweep = Sweep(targets, lease)
         if asyncio.run(sweep.run()):
             return run_ids  # stopping: the finally below closes the runs
         _finish_services(sorted(refs.keys() - sweep.finished))  # services with nothing to fetch
@@ -107,19 +107,25 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
 
 
 def _finish_services(run_ids: list[int]) -> None:
-    """The bookkeeping of a small batch of services in one short transaction; on a conflict
-    (someone saved an answer meanwhile, SQLite busy) each service is redone alone, so a
-    conflict costs one service, never the others."""
+    """The bookkeeping of a small batch of services in one short transaction, then each
+    service's probe-backed answers in a transaction of its own. On a conflict (someone saved
+    meanwhile, SQLite busy) the batch is redone service by service, so a conflict costs one
+    service, never the others."""
     for first in range(0, len(run_ids), FINISH_BATCH):
         batch = run_ids[first:first + FINISH_BATCH]
         try:
-            runs.finish_runs(_open_runs(batch))
+            open_runs = _open_runs(batch)
+            runs_of = {run.service_id: run.id for run in open_runs}
+            drafts = runs.finish_runs(open_runs)
             db.session.commit()
         except CONFLICTS as exc:
             db.session.rollback()
             log.info("probe bookkeeping conflict (%s); redoing %d services one by one", type(exc).__name__, len(batch))
             for run_id in batch:
                 _finish_service(run_id)
+            continue
+        for service_id in drafts:
+            _answer_from_probes(service_id, runs_of[service_id])
 
 
 def _open_runs(run_ids: list[int]) -> list[ProbeRun]:
@@ -133,14 +139,37 @@ def _finish_service(run_id: int) -> None:
     error: Exception | None = None
     for _attempt in range(2):
         try:
-            runs.finish_runs(_open_runs([run_id]))
+            open_runs = _open_runs([run_id])
+            drafts = runs.finish_runs(open_runs)
             db.session.commit()
+            for service_id in drafts:
+                _answer_from_probes(service_id, run_id)
             return
         except CONFLICTS as exc:
             db.session.rollback()
             log.warning("probe run %s: bookkeeping conflict, %s: %s", run_id, type(exc).__name__, exc)
             error = exc
     _close_unfinished([run_id], f"failed: bookkeeping conflict ({type(error).__name__})")
+
+
+def _answer_from_probes(service_id: int, run_id: int) -> None:
+    """One service's probe-backed answers in one transaction; a conflict (a person saved the
+    same answer) is retried once against the fresh answer; if it still fails, the run says
+    so and the next sweep tries again."""
+    for attempt in range(2):
+        try:
+            runs.apply_to_assessments(db.session.get(Service, service_id))
+            db.session.commit()
+            return
+        except CONFLICTS as exc:
+            db.session.rollback()
+            log.warning("probe run %s: answers conflict (%s), attempt %d", run_id, type(exc).__name__, attempt + 1)
+            error = f"answers not updated: conflict ({type(exc).__name__})"
+    try:
+        db.session.execute(update(ProbeRun).where(ProbeRun.id == run_id).values(error=error))
+        db.session.commit()
+    except CONFLICTS:
+        db.session.rollback()
 
 
 def _close_unfinished(run_ids: list[int], error: str) -> None:
@@ -175,12 +204,13 @@ def _store_batch(batch: list[tuple[runs.RunRef, CheckResult]]) -> None:
 
 class Sweep:
     """Every check of a sweep on one event loop; one hanging target only ever costs its own
-    deadline. The database work (storing results, each service's bookkeeping once its last
-    result is in) runs in a thread with its own app context and session, so the event loop
-    keeps fetching meanwhile."""
+    deadline. Every half second the database work is done on the loop's own thread: storing
+    results, and each service's bookkeeping once its last result is in, in short
+    transactions. (Not in a helper thread: competing for the GIL with the busy event loop,
+    a thread's transactions held SQLite's write lock for seconds.)"""
 
-    def __init__(self, app, targets: list[tuple[runs.RunRef, str, str, dict]], lease: locks.Lease | None):
-        self.app, self.targets, self.lease = app, targets, lease
+    def __init__(self, targets: list[tuple[runs.RunRef, str, str, dict]], lease: locks.Lease | None):
+        self.targets, self.lease = targets, lease
         self.pending: list[tuple[runs.RunRef, CheckResult]] = []
         self.remaining = Counter(ref.id for ref, *_ in targets)
         self.finished: set[int] = set()
@@ -188,7 +218,7 @@ class Sweep:
 
     async def run(self) -> bool:
         """Returns True if the worker is stopping and the sweep gave up on pending targets."""
-        gate = asyncio.Semaphore(self.app.config["PROBE_CONCURRENCY"])
+        gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
 
         async def one(fetcher, ref: runs.RunRef, kind: str, url: str, options: dict) -> None:
             async with gate:
@@ -198,34 +228,30 @@ class Sweep:
             tasks = [asyncio.create_task(one(fetcher, *target)) for target in self.targets]
             while not all(task.done() for task in tasks):
                 await asyncio.wait(tasks, timeout=BATCH_SECONDS)
-                await asyncio.to_thread(self.flush)
+                self.flush()
                 if STOPPING.is_set():
                     for task in tasks:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
-                    await asyncio.to_thread(self.flush, bookkeeping=False)
+                    self.flush(bookkeeping=False)
                     return True
             for task in tasks:
                 task.result()  # surface bugs; run_check itself never raises on target faults
-        await asyncio.to_thread(self.flush)
+        self.flush()
         return False
 
     def flush(self, bookkeeping: bool = True) -> None:
         taken, self.pending[:] = self.pending[:], []
-        with self.app.app_context():
-            try:
-                for first in range(0, len(taken), BATCH_ROWS):
-                    _store_batch(taken[first:first + BATCH_ROWS])
-                done = []
-                for ref, _result in taken:
-                    self.remaining[ref.id] -= 1
-                    if self.remaining[ref.id] == 0:
-                        done.append(ref.id)
-                if bookkeeping:
-                    _finish_services(done)
-                    self.finished.update(done)
-            finally:
-                db.session.remove()
+        for first in range(0, len(taken), BATCH_ROWS):
+            _store_batch(taken[first:first + BATCH_ROWS])
+        done = []
+        for ref, _result in taken:
+            self.remaining[ref.id] -= 1
+            if self.remaining[ref.id] == 0:
+                done.append(ref.id)
+        if bookkeeping:
+            _finish_services(done)
+            self.finished.update(done)
         if self.lease is not None and time.monotonic() - self.renewed > self.lease.ttl.total_seconds() / 3:
             self.renewed = time.monotonic()
             if not self.lease.renew():
