@@ -107,7 +107,7 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
         "PROBE_ALLOW_NETWORKS": _networks(env, "PROBE_ALLOW_NETWORKS"),
         "PROBE_INTERVAL_MINUTES": _int(env, "PROBE_INTERVAL_MINUTES", 15, 1, 24 * 60),
         "PROBE_DEADLINE_SECONDS": _int(env, "PROBE_DEADLINE_SECONDS", 10, 1, 60),
-        "PROBE_CONCURRENCY": _int(env, "PROBE_CONCURRENCY", 100, 1, 1000),
+        "PROBE_CONCURRENCY": _int(env, "PROBE_CONCURRENCY", 500, 1, 5000),  # see docs/operations.md
         "PROBE_RETENTION_DAYS": _int(env, "PROBE_RETENTION_DAYS", 30, 1, 3650),
         "LOG_FORMAT": env.get("LOG_FORMAT", "json" if production else "text"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
