@@ -12,7 +12,7 @@
   explanation stays on the probe result.
 
 Revision ID: 94acca81c6f6
-Revises: c6c42399e2ba
+Revises: 06166633fe84
 Create Date: 2026-12-01 03:46:56.345227
 
 """
@@ -22,7 +22,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '94acca81c6f6'
-down_revision = 'c6c42399e2ba'
+down_revision = '06166633fe84'
 branch_labels = None
 depends_on = None
 

@@ -16,15 +16,15 @@ from typing import NamedTuple
 from flask import current_app
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 
-from webapp import assessments
+from webapp import assessments, runbooks
 from webapp.extensions import db
 from webapp.models import (
     Answer,
     Assessment,
+    AuditEvent,
     ProbeDailyRollup,
     ProbeResult,
     ProbeRun,
-    RunbookRevision,
     Service,
     ServiceCheck,
     utcnow,
@@ -62,6 +62,8 @@ def network_targets(service: Service) -> list[tuple[str, str]]:
         targets.append(("correlation_id", service.health_url or service.base_url))
     if service.health_url:
         targets.append(("latency", service.health_url))
+    if service.runbook_url:
+        targets.append(("runbook_link", service.runbook_url))
     return targets
 
 
@@ -73,28 +75,26 @@ def check_options(service: Service, kind: str) -> dict:
 
 
 def record_checks(service: Service) -> list[CheckResult]:
-    """Checks answered from Preflight's own data: a runbook and an on-call rotation exist."""
-    return record_checks_many([service])[service.id]
+    """Checks answered from Preflight's own data: a reviewed runbook (or an external one that
+    answers, as fetched earlier in the same run) and an on-call rotation."""
+    link_outcome = None
+    if service.runbook_url:
+        link_outcome = db.session.scalar(
+            select(ProbeResult.outcome).where(ProbeResult.service_id == service.id,
+                                              ProbeResult.kind == "runbook_link")
+            .order_by(ProbeResult.started_at.desc(), ProbeResult.id.desc()).limit(1))
+    outcome, explanation = runbooks.presence(service, runbooks.current(service), link_outcome)
+    results = [CheckResult("runbook_present", service.runbook_url or "", outcome, explanation)]
+    results.append(CheckResult(
+        "oncall_present", service.oncall_url or "", "pass" if service.oncall_url else "fail",
+        "An on-call rotation URL is registered." if service.oncall_url
+        else "No on-call rotation URL is registered for this service."))
+    return results
 
 
 def record_checks_many(services: list[Service]) -> dict[int, list[CheckResult]]:
-    """`record_checks` for several services, with one query for all their runbooks."""
-    ids = [service.id for service in services]
-    newest = (select(RunbookRevision.service_id, func.max(RunbookRevision.created_at).label("at"))
-              .where(RunbookRevision.service_id.in_(ids)).group_by(RunbookRevision.service_id).subquery())
-    written = set(db.session.scalars(select(RunbookRevision.service_id).join(newest, and_(
-        RunbookRevision.service_id == newest.c.service_id, RunbookRevision.created_at == newest.c.at))
-        .where(func.trim(RunbookRevision.body) != "")))
-    results = {}
-    for service in services:
-        has_runbook = service.id in written
-        results[service.id] = [
-            CheckResult("runbook_present", "", "pass" if has_runbook else "fail",
-                        "A runbook is written in Preflight." if has_runbook
-                        else "No runbook has been written for this service yet."),
-            CheckResult("oncall_present", service.oncall_url or "", "pass" if service.oncall_url else "fail",
-                        "An on-call rotation URL is registered." if service.oncall_url
-                        else "No on-call rotation URL is registered for this service.")]
+    """`record_checks` for several services."""
+    results = {service.id: record_checks(service) for service in services}
     return results
 
 
@@ -144,11 +144,18 @@ def next_probe_time(service: Service, now: datetime | None = None) -> datetime:
 
 
 def start_run(service: Service, trigger: str) -> ProbeRun:
-    service.next_probe_at = next_probe_time(service)
-    run = ProbeRun(service_id=service.id, trigger=trigger)
-    db.session.add(run)
+    return start_runs([service], trigger)[0]
+
+
+def start_runs(services: list[Service], trigger: str) -> list[ProbeRun]:
+    """Start a run for each service and move its next probe time on; one flush."""
+    probe_runs = []
+    for service in services:
+        service.next_probe_at = next_probe_time(service)
+        probe_runs.append(ProbeRun(service_id=service.id, trigger=trigger))
+    db.session.add_all(probe_runs)
     db.session.flush()
-    return run
+    return probe_runs
 
 
 def store_result(run: ProbeRun | RunRef, result: CheckResult) -> ProbeResult:
@@ -183,6 +190,10 @@ def record_latest_many(rows: list[ProbeResult], checks: dict[tuple[int, str], Se
                 service_id=row.service_id, kind=row.kind, outcome=row.outcome, changed_at=row.finished_at)
             db.session.add(check)
         elif check.outcome != row.outcome:
+            # A probe turning red or green is part of the service's story (its timeline).
+            db.session.add(AuditEvent(action="probe.changed", object_type="servicecheck", object_id=check.id,
+                                      service_id=row.service_id, before={"outcome": check.outcome},
+                                      after={"kind": row.kind, "outcome": row.outcome}))
             check.outcome, check.changed_at = row.outcome, row.finished_at
         check.result_id, check.checked_at = row.id, row.finished_at
 
@@ -197,6 +208,10 @@ def record_latest(row: ProbeResult) -> ServiceCheck:
                              changed_at=row.finished_at or utcnow())
         db.session.add(check)
     elif check.outcome != row.outcome:
+        # A probe turning red or green is part of the service's story (its timeline).
+        db.session.add(AuditEvent(action="probe.changed", object_type="servicecheck", object_id=check.id,
+                                  service_id=row.service_id, before={"outcome": check.outcome},
+                                  after={"kind": row.kind, "outcome": row.outcome}))
         check.outcome, check.changed_at = row.outcome, row.finished_at or utcnow()
     check.result_id, check.checked_at = row.id, row.finished_at or utcnow()
     return check

@@ -79,7 +79,7 @@ def probe_services(services: list[Service], trigger: str, lease: locks.Lease | N
     """Start a run for each service, then probe them all together. Commits."""
     run_ids = []
     for first in range(0, len(services), START_BATCH):
-        run_ids += [runs.start_run(service, trigger).id for service in services[first:first + START_BATCH]]
+        run_ids += [run.id for run in runs.start_runs(services[first:first + START_BATCH], trigger)]
         db.session.commit()
     return complete_runs(run_ids, lease)
 
@@ -339,3 +339,16 @@ def roll_up_probe_results() -> int:
         removed = runs.roll_up_old_results(app.config["PROBE_RETENTION_DAYS"], after_chunk=after_chunk)
         db.session.commit()
         return removed
+
+
+@huey.periodic_task(crontab(minute="*"))
+def sync_checklists() -> int:
+    """Every minute: load changed checklist files into the database, so every web process
+    offers the same versions without a restart. Writes nothing when no file changed; two
+    workers syncing at once are safe (see catalog.sync)."""
+    with app_context():
+        from webapp import catalog
+
+        problems = catalog.sync()
+        db.session.commit()
+        return len(problems)
