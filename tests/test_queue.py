@@ -46,6 +46,9 @@ def worker_env(app, monkeypatch):
     monkeypatch.setenv("PROBE_ALLOW_NETWORKS", "127.0.0.0/8")
     monkeypatch.setenv("PROBE_DEADLINE_SECONDS", "2")
     monkeypatch.setenv("SECRET_KEY", "worker-secret-key-for-tests-only")
+    # Building an app re-initialises the shared extensions (the limiter among them): keep the
+    # test app's settings, or later tests' sign-ins hit a rate limit.
+    monkeypatch.setenv("RATELIMIT_ENABLED", "false")
     monkeypatch.delenv("REDIS_URL", raising=False)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     tasks._app = None
