@@ -94,6 +94,7 @@ MATRIX: dict[str, dict[str, Rule]] = {
         "GET": page(SIGNED_IN),
         "POST": act(SIGNED_IN, {"current": PASSWORD, "password": "a new horse battery",
                                 "confirm": "a new horse battery"})},
+    "auth.profile": {"GET": page(SIGNED_IN), "POST": act(SIGNED_IN, {"name": "Renamed Person"})},
     "auth.users": {"GET": page(ADMINS),
                    "POST": act(ADMINS, {"email": "newcomer@example.test"}, status=200,
                                done=lambda ids: _count(Invitation, Invitation.email == "newcomer@example.test") == 1)},
@@ -126,9 +127,11 @@ MATRIX: dict[str, dict[str, Rule]] = {
     "checklists.reload": {"POST": act(ADMINS)},
     "assessments.show": {"GET": page(SIGNED_IN)},
     "assessments.history": {"GET": page(SIGNED_IN)},
+    "assessments.panel": {"GET": page(SIGNED_IN, 302)},  # without htmx: the page, with the item open
     "assessments.compare": {"GET": page(SIGNED_IN)},
+    # Another checklist: the service already has its one open draft of production-readiness.
     "assessments.start": {"GET": page(EDITORS),
-                          "POST": act(EDITORS, {"checklist": "{newer_version_id}"},
+                          "POST": act(EDITORS, {"checklist": "{other_version_id}", "copy_from": "0"},
                                       done=lambda ids: _count(Assessment, Assessment.service_id == ids["service_id"]) == 2)},
     "assessments.answer": {"POST": act(EDITORS, {"status": "met", "note": "done"}, done=lambda ids: assessments.answer_for(
         db.session.get(Assessment, ids["assessment_id"]), ITEM).status == "met")},
@@ -214,7 +217,7 @@ def world(app):
     ids = {"team_id": team.id, "service_id": service.id, "assessment_id": assessment.id, "item_key": ITEM,
            "evidence_id": evidence.id, "waiver_id": waiver.id, "user_id": people["viewer"].id,
            "run_id": probe_run.id, "result_id": result.id, "slug": "production-readiness", "token": token,
-           "newer_version_id": newer.id, "revision_id": runbook.id, "maintainer_id": maintainer.id, "admin_email": people["admin"].email,
+           "newer_version_id": newer.id, "other_version_id": catalog.latest_version("design-for-production").id, "revision_id": runbook.id, "maintainer_id": maintainer.id, "admin_email": people["admin"].email,
            "outsider_email": outsider.email, "outsider_id": outsider.id, "invited_email": invitation.email,
            "in_a_month": (utcnow().date() + timedelta(days=30)).isoformat()}
     return people, ids
