@@ -82,8 +82,8 @@ def test_compose_has_database_queue_web_and_worker():
     services = compose()["services"]
     assert {"postgres", "redis", "web", "worker", "migrate"} <= set(services)
     assert services["web"]["stop_signal"] == "SIGTERM"
-    assert services["worker"]["stop_signal"] == "SIGINT"  # Huey's graceful stop
-    assert "huey_consumer" in services["worker"]["command"]
+    assert services["worker"]["stop_signal"] == "SIGTERM"  # the worker's graceful stop
+    assert "webapp.probes.worker" in services["worker"]["command"]
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     for name in ("web", "worker"):
         env = services[name]["environment"]

@@ -279,6 +279,29 @@ def test_health_decision(kind, status, body, outcome):
         assert result.details["excerpt"]
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "error_code"),
+    [
+        ("application/json", b'{"status": "pass", "note": "caf\xe9"}', "invalid_utf8"),
+        ("application/health+json; charset=utf-8", b"\xff\xfe{not utf-8", "invalid_utf8"),
+        ("application/json", b"{broken json", "invalid_json"),
+        ("application/vnd.health+json", b"[" * 200_000, "invalid_json"),  # too deep to parse
+        ("application/json", b"   ", "invalid_json"),
+    ],
+)
+def test_health_declaring_json_that_is_not_json_is_a_warning_with_a_code(content_type, body, error_code):
+    result = judge_health("health", URL, response(200, body, {"Content-Type": content_type}))
+    assert (result.outcome, result.error_code) == ("warn", error_code), result.explanation
+    assert "declaring JSON" in result.explanation
+    assert result.details["content_type"] == content_type and "excerpt" in result.details
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "", "application/jsonp"])
+def test_health_plain_text_answer_is_fine(content_type):
+    result = judge_health("health", URL, response(200, b"\xff\xfe OK", {"Content-Type": content_type}))
+    assert (result.outcome, result.error_code) == ("pass", None)
+
+
 def test_health_fetch_error_is_error_with_code():
     result = judge_health("health", URL, response(None, error_code="timeout"))
     assert (result.outcome, result.error_code) == ("error", "timeout")

@@ -4,18 +4,35 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from flask import current_app
+from sqlalchemy import event, func, insert, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
+from tests.conftest import need
 from tests.factories import MembershipFactory, ServiceFactory
 from tests.probe_targets import hostile_server
 from webapp import assessments, catalog
 from webapp.extensions import db
-from webapp.models import ProbeDailyRollup, ProbeResult, ProbeRun, utcnow
+from webapp.models import (
+    Answer,
+    Assessment,
+    ProbeDailyRollup,
+    ProbeResult,
+    ProbeRun,
+    ScoreSnapshot,
+    ServiceCheck,
+    utcnow,
+)
 from webapp.probes import runs
+from webapp.probes.rules import CheckResult
 from webapp.probes.tasks import probe_services
 
 HEALTH_ITEM = "health_checks_configured"
@@ -166,7 +183,6 @@ def test_evidence_link_check_marks_broken_and_blocked_links(targets, world):
 def test_failure_excerpt_is_shown_escaped(client, world):
     _, service, _ = world
     run = runs.start_run(service, "manual")
-    from webapp.probes.rules import CheckResult
 
     row = runs.store_result(run, CheckResult(
         "health", service.health_url, "fail", "answered HTTP 500", status_code=500,
@@ -191,20 +207,312 @@ def test_scheduler_probes_only_due_live_services(targets, world):
     probed = set(db.session.scalars(select(ProbeRun.service_id)))
     assert probed == {due.id}
     db.session.refresh(due)
-    assert due.next_probe_at > utcnow() + timedelta(minutes=14)
+    assert due.next_probe_at > utcnow() + timedelta(minutes=13)  # 15 minutes, ±10% jitter
     assert later.id not in probed and retired.id not in probed
 
 
 def test_a_second_sweep_waits_for_the_lock(targets, world):
-    from webapp.extensions import huey
-    from webapp.probes.tasks import probe_due_services
+    from webapp.probes import locks
+    from webapp.probes.tasks import SWEEP_LOCK, probe_due_services
 
     _, due, _ = world
     due.next_probe_at = utcnow() - timedelta(minutes=1)
     db.session.commit()
-    with huey.lock_task("probe-due-services"):  # another consumer is sweeping
-        probe_due_services()  # Huey logs "not run" and stores the lock error as the result
+    with locks.held(SWEEP_LOCK, timedelta(minutes=1)) as lease:  # another consumer is sweeping
+        assert lease is not None
+        assert probe_due_services.call_local() == 0
+        assert locks.acquire(SWEEP_LOCK, timedelta(minutes=1)) is None
     assert db.session.scalar(select(func.count(ProbeRun.id))) == 0
+    assert probe_due_services.call_local() == 1  # released: the next sweep runs
+
+
+def test_a_lock_left_by_a_dead_worker_is_taken_over(targets, world):
+    """The lock of a killed worker must not stop probing: it expires, and a holder on this
+    host whose process is gone is replaced at once."""
+    from webapp.models import JobLock
+    from webapp.probes import locks
+    from webapp.probes.tasks import SWEEP_LOCK, probe_due_services
+
+    _, due, _ = world
+    due.next_probe_at = utcnow() - timedelta(minutes=1)
+    db.session.add(JobLock(name=SWEEP_LOCK, holder="elsewhere@1234:beef", expires_at=utcnow() + timedelta(hours=1)))
+    db.session.commit()
+    assert probe_due_services.call_local() == 0  # a live holder on another host: wait
+    db.session.execute(update(JobLock).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert probe_due_services.call_local() == 1  # expired: taken over
+    due.next_probe_at = utcnow() - timedelta(minutes=1)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    db.session.add(JobLock(name=SWEEP_LOCK, holder=f"{locks.HOST}@{dead.pid}:beef",
+                           expires_at=utcnow() + timedelta(hours=1)))
+    db.session.commit()
+    assert probe_due_services.call_local() == 1  # its process is gone: taken over at once
+    assert db.session.scalar(select(func.count(JobLock.name))) == 0
+
+
+# ---------------------------------------------------------------- write only on change
+
+
+def probe_answers(assessment) -> dict[str, tuple]:
+    db.session.expire_all()
+    return {a.item_key: (a.status, a.version, a.note, len(a.changes))
+            for a in db.session.scalars(select(Answer).where(Answer.assessment_id == assessment.id,
+                                                             Answer.source == "probe"))}
+
+
+def test_idle_sweeps_write_no_answers_and_no_snapshots(world):
+    """Four sweeps that find nothing new change no answer version (no false 409 for a
+    person whose page is older than one interval) and add no score snapshot."""
+    _, service, assessment = world
+    probe_services([service], "schedule")
+    first = probe_answers(assessment)
+    assert first[HEALTH_ITEM][0] == "met" and len(first) >= 4
+    assert all(note == "" for _status, _version, note, _changes in first.values())  # never the person's field
+    snapshots = db.session.scalar(select(func.count(ScoreSnapshot.id)))
+    for _ in range(4):
+        probe_services([service], "schedule")
+    assert probe_answers(assessment) == first
+    assert db.session.scalar(select(func.count(ScoreSnapshot.id))) == snapshots
+    checks = {c.kind: c for c in db.session.scalars(select(ServiceCheck).where(ServiceCheck.service_id == service.id))}
+    latest = runs.latest_results(service)
+    assert {kind: check.result_id for kind, check in checks.items()} == {k: r.id for k, r in latest.items()}
+    health = assessments.answer_for(assessment, HEALTH_ITEM)
+    assert health.probe_result_id == db.session.scalar(
+        select(func.min(ProbeResult.id)).where(ProbeResult.kind == "health"))  # the result that set it
+
+
+def test_a_changed_outcome_writes_the_answer_once(targets, world):
+    _, service, assessment = world
+    probe_services([service], "schedule")
+    before = probe_answers(assessment)[HEALTH_ITEM]
+    snapshots = db.session.scalar(select(func.count(ScoreSnapshot.id)))
+    service.health_url = targets.url("/health-says-fail")
+    db.session.commit()
+    probe_services([service], "schedule")
+    probe_services([service], "schedule")
+    status, version, note, changes = probe_answers(assessment)[HEALTH_ITEM]
+    assert (status, version, note, changes) == ("not_met", before[1] + 1, "", before[3] + 1)
+    assert db.session.scalar(select(func.count(ScoreSnapshot.id))) == snapshots + 1
+    from webapp.models import AuditEvent
+
+    events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "probe.changed")).all()
+    assert [(e.before, e.after) for e in events if e.after["kind"] == "health"] == [
+        ({"outcome": "pass"}, {"kind": "health", "outcome": "fail"})]
+
+
+def test_probes_do_not_change_answers_once_in_review(targets, world):
+    user, service, assessment = world
+    probe_services([service], "schedule")
+    assessments.submit_for_review(db.session.get(Assessment, assessment.id), user)
+    db.session.commit()
+    before = probe_answers(assessment)
+    service.health_url = targets.url("/health-says-fail")
+    db.session.commit()
+    probe_services([service], "schedule")
+    assert probe_answers(assessment) == before  # frozen: the answer stays as it was reviewed
+    check = db.session.scalar(select(ServiceCheck).where(ServiceCheck.service_id == service.id,
+                                                         ServiceCheck.kind == "health"))
+    assert check.outcome == "fail"  # but the result is recorded, to be shown beside the answer
+
+
+# ---------------------------------------------------------------- short transactions
+
+
+class PersonSaving:
+    """A person's save of one answer from their own session and thread, started by the sweep's
+    own flush (a SQLAlchemy event), so it lands at an exact moment mid-sweep. The form was
+    loaded before the sweep (`form_version`)."""
+
+    def __init__(self, answer_id: int, user_id: int, when):
+        self.answer_id, self.user_id, self.when = answer_id, user_id, when
+        self.form_version = db.session.get(Answer, answer_id).version
+        self.app = current_app._get_current_object()
+        self.outcome: list[object] = []
+        self.thread: threading.Thread | None = None
+
+    def save(self) -> None:
+        with self.app.app_context(), Session(db.engine) as other:
+            answer = other.get(Answer, self.answer_id)
+            if answer.version != self.form_version:
+                self.outcome.append("conflict: the answer changed since the form was loaded")
+                return
+            answer.status, answer.source, answer.note = "partial", "manual", "checked by hand"
+            answer.answered_by_id = self.user_id
+            try:
+                other.commit()
+                self.outcome.append("ok")
+            except Exception as exc:  # noqa: BLE001 - the test's assertion shows it
+                self.outcome.append(exc)
+
+    def _maybe_start(self, session, _context, _instances) -> None:
+        if self.thread is None and self.when(session):
+            self.thread = threading.Thread(target=self.save)
+            self.thread.start()
+            self.thread.join(timeout=3)  # it commits now, or waits for the sweep's transaction
+
+    def __enter__(self):
+        event.listen(Session, "before_flush", self._maybe_start)
+        return self
+
+    def __exit__(self, *_exc):
+        event.remove(Session, "before_flush", self._maybe_start)
+        assert self.thread is not None, "the moment to save never came"
+        self.thread.join(timeout=10)
+
+
+def assert_every_run_finished_cleanly(services) -> None:
+    db.session.expire_all()
+    probe_runs = db.session.scalars(select(ProbeRun).where(ProbeRun.trigger == "schedule")).all()
+    assert probe_runs and all(run.finished_at is not None and run.error is None for run in probe_runs)
+    for service in services:
+        assert db.session.scalar(select(ServiceCheck.outcome).where(
+            ServiceCheck.service_id == service.id, ServiceCheck.kind == "health")) == "pass"
+        assert db.session.scalar(select(ServiceCheck.outcome).where(
+            ServiceCheck.service_id == service.id, ServiceCheck.kind == "oncall_present")) is not None
+
+
+def test_a_persons_save_mid_sweep_succeeds_and_other_services_keep_their_bookkeeping(targets, world):
+    """The save lands while the sweep does this very service's bookkeeping. Before, the
+    sweep rewrote every answer in one long transaction: on PostgreSQL the sweep then failed
+    with StaleDataError and lost every service's bookkeeping; on SQLite the save waited
+    for the whole sweep and then lost to the rewritten version (a false conflict)."""
+    user, service, assessment = world
+    others = [ServiceFactory(team=service.team, health_url=targets.url("/health"), base_url=None)
+              for _ in range(3)]
+    db.session.commit()
+    probe_services([service], "schedule")
+    answer_id = assessments.answer_for(assessment, HEALTH_ITEM).id
+
+    def bookkeeping_of_this_service(session) -> bool:
+        return any(isinstance(o, ProbeResult) and o.service_id == service.id and o.kind == "runbook_present"
+                   for o in session.new)
+
+    with PersonSaving(answer_id, user.id, bookkeeping_of_this_service) as person:
+        probe_services([service, *others], "schedule")
+    assert person.outcome == ["ok"]
+    answer = db.session.get(Answer, answer_id)
+    assert (answer.source, answer.status, answer.note) == ("manual", "partial", "checked by hand")
+    assert_every_run_finished_cleanly([service, *others])
+
+
+def test_a_conflicting_save_costs_the_sweep_one_retry_of_one_service(targets, world):
+    """PostgreSQL: the person saves the answer the sweep has loaded and is about to change
+    (the probe outcome changed too). The sweep's UPDATE hits the optimistic-lock conflict
+    (StaleDataError); it retries that service alone, the person's answer wins, and every
+    other service keeps its bookkeeping. (SQLite serialises writers, so the save waits for
+    the sweep's short transaction instead and the conflict is the person's: see above.)"""
+    need("postgres", db.engine.dialect.name == "postgresql", "this race needs row-level locking")
+    user, service, assessment = world
+    others = [ServiceFactory(team=service.team, health_url=targets.url("/health"), base_url=None)
+              for _ in range(3)]
+    db.session.commit()
+    probe_services([service], "schedule")
+    service.health_url = targets.url("/health-says-fail")  # the sweep will want "not met"
+    db.session.commit()
+    answer_id = assessments.answer_for(assessment, HEALTH_ITEM).id
+
+    def about_to_rewrite_the_answer(session) -> bool:
+        return any(isinstance(o, Answer) and o.id == answer_id for o in session.dirty)
+
+    with PersonSaving(answer_id, user.id, about_to_rewrite_the_answer) as person:
+        probe_services([service, *others], "schedule")
+    assert person.outcome == ["ok"]
+    answer = db.session.get(Answer, answer_id)
+    assert (answer.source, answer.status, answer.note) == ("manual", "partial", "checked by hand")
+    assert_every_run_finished_cleanly(others)
+    run = db.session.scalars(select(ProbeRun).where(ProbeRun.service_id == service.id)
+                             .order_by(ProbeRun.id.desc())).first()
+    assert (run.finished_at is not None, run.error) == (True, None)
+
+
+def test_a_run_whose_answers_keep_conflicting_says_so_and_others_are_unaffected(monkeypatch, targets, world):
+    _, service, _ = world
+    other = ServiceFactory(team=service.team, health_url=targets.url("/health"), base_url=None)
+    db.session.commit()
+    real = runs.apply_to_assessments
+
+    def conflicted(target):
+        if target.id == service.id:
+            raise StaleDataError("someone else saved")
+        return real(target)
+
+    monkeypatch.setattr(runs, "apply_to_assessments", conflicted)
+    probe_services([service, other], "schedule")
+    db.session.expire_all()
+    by_service = {run.service_id: run for run in db.session.scalars(select(ProbeRun))}
+    assert by_service[service.id].finished_at is not None
+    assert by_service[service.id].error == "answers not updated: conflict (StaleDataError)"
+    assert (by_service[other.id].finished_at is not None, by_service[other.id].error) == (True, None)
+
+
+def test_runs_left_by_a_dead_worker_are_closed(world):
+    from webapp.probes.tasks import close_abandoned_runs
+
+    _, service, _ = world
+    stale = ProbeRun(service_id=service.id, trigger="manual", started_at=utcnow() - timedelta(hours=1))
+    fresh = ProbeRun(service_id=service.id, trigger="manual")
+    db.session.add_all([stale, fresh])
+    db.session.commit()
+    assert close_abandoned_runs.call_local() == 1
+    db.session.expire_all()
+    assert stale.finished_at is not None and stale.error.startswith("abandoned")
+    assert fresh.finished_at is None
+
+
+# ---------------------------------------------------------------- spread
+
+
+def test_new_services_are_spread_over_their_interval(world):
+    from webapp import registry
+
+    user, service, _ = world
+    created = [registry.register_service(service.team, {"name": f"spread {n}", "tier": 3,
+                                                        "probe_interval_minutes": 60}, user)
+               for n in range(40)]
+    db.session.commit()
+    now = utcnow()
+    offsets = sorted((s.next_probe_at - now).total_seconds() for s in created)
+    assert offsets[0] < 60 * 60 and offsets[-1] <= 60 * 60
+    assert offsets[-1] - offsets[0] > 30 * 60  # 40 random draws over an hour: not one minute
+    assert len({round(o) for o in offsets}) > 30
+    for one in created[:10]:
+        runs.start_run(one, "schedule")
+    later = sorted((s.next_probe_at - now).total_seconds() for s in created[:10])
+    assert all(54 * 60 - 5 <= o <= 66 * 60 + 5 for o in later) and later[-1] - later[0] > 1
+
+
+def test_roll_up_aggregates_in_chunks_and_adds_to_existing_rows(world):
+    """The roll-up runs in SQL, chunk by chunk, adding to roll-up rows already there; the
+    median is exact within a chunk."""
+    _, service, _ = world
+    run = runs.start_run(service, "schedule")
+    runs.finish_run(run)
+    day1, day2 = datetime(2026, 1, 10, 23, 0, tzinfo=UTC), datetime(2026, 1, 11, 1, 0, tzinfo=UTC)
+    rows = [("health", day1, "pass", 10.0), ("health", day1, "fail", 30.0), ("health", day1, "pass", 20.0),
+            ("health", day2, "warn", 5.0), ("health", day2, "error", None), ("latency", day2, "pass", 100.0)]
+    db.session.execute(insert(ProbeResult), [
+        {"run_id": run.id, "service_id": service.id, "kind": kind, "url": "http://x", "started_at": at,
+         "finished_at": at, "outcome": outcome, "latency_ms": latency, "explanation": "", "details": {}}
+        for kind, at, outcome, latency in rows])
+    db.session.add(ProbeDailyRollup(service_id=service.id, kind="latency", day=day2.date(), runs=1, passes=1,
+                                    warns=0, fails=0, errors=0, latency_ms_median=200.0))
+    recent = runs.store_result(run, CheckResult("health", "http://x", "pass", "fine"))
+    db.session.commit()
+    commits = []
+    removed = runs.roll_up_old_results(30, now=datetime(2026, 3, 1, tzinfo=UTC), chunk=2,
+                                       after_chunk=lambda: commits.append(db.session.commit()))
+    db.session.commit()
+    assert removed == 6 and len(commits) >= 3
+    assert db.session.scalars(select(ProbeResult.id)).all() == [recent.id]  # inside the window: kept
+    got = {(r.kind, r.day.isoformat()): (r.runs, r.passes, r.warns, r.fails, r.errors, r.latency_ms_median)
+           for r in db.session.scalars(select(ProbeDailyRollup))}
+    assert got[("health", "2026-01-10")][:5] == (3, 2, 0, 1, 0)
+    assert got[("health", "2026-01-11")] == (2, 0, 1, 0, 1, 5.0)
+    assert got[("latency", "2026-01-11")] == (2, 2, 0, 0, 0, 150.0)  # added to the existing row
+    assert 10.0 <= got[("health", "2026-01-10")][5] <= 30.0  # chunks of 2: weighted chunk medians
+    exact = runs.roll_up_old_results(30, now=datetime(2026, 3, 1, tzinfo=UTC))
+    assert exact == 0
 
 
 def test_runbook_present_passes_on_a_reviewed_runbook_or_a_link_that_answers(world, targets):

@@ -267,8 +267,9 @@ def _item(assessment: Assessment, item_key: str) -> Item:
 
 
 def answer_for(assessment: Assessment, item_key: str) -> Answer | None:
+    """The live answer to an item (archived answers of removed items are not live)."""
     return db.session.scalar(select(Answer).where(Answer.assessment_id == assessment.id,
-                                                  Answer.item_key == item_key))
+                                                  Answer.item_key == item_key, Answer.archived_at.is_(None)))
 
 
 def _get_or_create_answer(assessment: Assessment, item_key: str) -> Answer:
@@ -337,19 +338,28 @@ def _label(status: str | None) -> str:
     return {"met": "Met", "partial": "Partial", "not_met": "Not met", "n_a": "N/A"}.get(status, "Unanswered")
 
 
-def record_probe_answer(assessment: Assessment, item_key: str, status: str, explanation: str,
+def record_probe_answer(assessment: Assessment, item_key: str, status: str,
                         probe_result_id: int) -> Answer | None:
-    """Answer a probe-backed item from a probe result, unless a person has overridden it.
-    Only drafts take probe answers: in review and after, probes only record their results."""
+    """Answer a probe-backed item from a probe result; returns the answer only if it changed.
+
+    Writes nothing when the status is unchanged (the latest result of each kind is kept in
+    ServiceCheck instead): an UPDATE would bump the answer's version and give a person whose
+    page predates the sweep a false conflict. A person's answer (an override) wins over the
+    probe, and answers are frozen once the assessment leaves draft. The probe's explanation
+    stays on the result; `note` is the person's field and stays empty here.
+    """
     if not assessment.is_editable:
         return None
-    answer = _get_or_create_answer(assessment, item_key)
-    if answer.source == "manual" and answer.status is not None:
-        return None  # a person's answer (an override) wins over the probe
-    if answer.status != status:
-        answer.changes.append(AnswerChange(from_status=answer.status, to_status=status,
-                                           note=explanation, source="probe"))
-    answer.status, answer.note, answer.source = status, explanation, "probe"
+    answer = answer_for(assessment, item_key)
+    if answer is not None and answer.source == "manual" and answer.status is not None:
+        return None
+    if answer is not None and answer.status == status:
+        return None
+    if answer is None:
+        answer = Answer(item_key=item_key, status=None, note="", source="probe")
+        assessment.answers.append(answer)  # through the collection, so scoring sees it
+    answer.changes.append(AnswerChange(from_status=answer.status, to_status=status, note="", source="probe"))
+    answer.status, answer.note, answer.source = status, "", "probe"
     answer.probe_result_id, answer.answered_at, answer.answered_by_id = probe_result_id, utcnow(), None
     db.session.flush()
     return answer
@@ -450,7 +460,11 @@ def submit_for_review(assessment: Assessment, actor: User) -> None:
 
 
 def upgrade(assessment: Assessment, version: ChecklistVersion, actor: User):
-    """Move an open assessment to a newer checklist version, carrying answers by key."""
+    """Move an open assessment to a newer checklist version, carrying answers by key.
+
+    Answers to items the new version removed are archived, not deleted: they keep their
+    history, evidence and waivers and stay readable (`assessment.archived_answers`), but
+    are no longer scored or listed."""
     _require_open(assessment)
     if version.slug != assessment.checklist_version.slug:
         raise AssessmentError("An assessment can only move to a version of the same checklist.")
@@ -459,10 +473,11 @@ def upgrade(assessment: Assessment, version: ChecklistVersion, actor: User):
     old, new = checklist_for(assessment), catalog.checklist_of(version)
     keys = carry_over_keys(old, new)
     by_old_key = {old_key: new_key for new_key, old_key in keys.items()}
+    archived_at = utcnow()
     for answer in list(assessment.answers):
         new_key = by_old_key.get(answer.item_key)
         if new_key is None:
-            db.session.delete(answer)  # kept in the audit log below, and in the old snapshots
+            answer.archived_at = archived_at
         elif new_key != answer.item_key:
             answer.item_key = new_key
     diff = diff_checklists(old, new)

@@ -144,7 +144,7 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
         "PROBE_ALLOW_NETWORKS": _networks(env, "PROBE_ALLOW_NETWORKS"),
         "PROBE_INTERVAL_MINUTES": _int(env, "PROBE_INTERVAL_MINUTES", 15, 1, 24 * 60),
         "PROBE_DEADLINE_SECONDS": _int(env, "PROBE_DEADLINE_SECONDS", 10, 1, 60),
-        "PROBE_CONCURRENCY": _int(env, "PROBE_CONCURRENCY", 100, 1, 1000),
+        "PROBE_CONCURRENCY": _int(env, "PROBE_CONCURRENCY", 500, 1, 5000),  # see docs/operations.md
         "PROBE_RETENTION_DAYS": _int(env, "PROBE_RETENTION_DAYS", 30, 1, 3650),
         "ATTENTION_ASSESSMENT_DAYS": _int(env, "ATTENTION_ASSESSMENT_DAYS", 90, 1, 3650),
         "EVIDENCE_REATTEST_DAYS": _int(env, "EVIDENCE_REATTEST_DAYS", 180, 1, 3650),

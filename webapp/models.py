@@ -13,11 +13,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -264,8 +266,15 @@ class Assessment(db.Model):
     checklist_version: Mapped[ChecklistVersion] = relationship()
     created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
     submitted_by: Mapped[User | None] = relationship(foreign_keys=[submitted_by_id])
+    # The live answers, one per item of the current checklist version. Answers to items a
+    # checklist upgrade removed stay in the database, archived (see `archived_answers`).
     answers: Mapped[list[Answer]] = relationship(
-        back_populates="assessment", cascade="all, delete-orphan"
+        back_populates="assessment", cascade="all, delete-orphan",
+        primaryjoin="and_(Assessment.id == Answer.assessment_id, Answer.archived_at.is_(None))",
+    )
+    archived_answers: Mapped[list[Answer]] = relationship(
+        primaryjoin="and_(Assessment.id == Answer.assessment_id, Answer.archived_at.is_not(None))",
+        viewonly=True, order_by="Answer.archived_at",
     )
     signoffs: Mapped[list[SignOff]] = relationship(
         back_populates="assessment", order_by="SignOff.at"
@@ -284,7 +293,9 @@ class Assessment(db.Model):
 
 class Answer(db.Model):
     __table_args__ = (
-        UniqueConstraint("assessment_id", "item_key"),
+        # One live answer per item; archived answers (items an upgrade removed) may repeat a key.
+        Index("uq_answer_live_item", "assessment_id", "item_key", unique=True,
+              sqlite_where=text("archived_at IS NULL"), postgresql_where=text("archived_at IS NULL")),
         CheckConstraint(f"status IS NULL OR {_in('status', ANSWER_STATUSES)}", name="status"),
         CheckConstraint(_in("source", ANSWER_SOURCES), name="source"),
     )
@@ -298,8 +309,14 @@ class Answer(db.Model):
     source: Mapped[str] = mapped_column(String(10), default="manual")
     answered_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    probe_result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id"))
+    # The result that last set a probe answer's status; the latest result of every kind is
+    # in ServiceCheck. The probe's explanation stays on the result, never in `note`.
+    # Indexed: deleting old results checks this foreign key for every deleted row.
+    probe_result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Set when a checklist upgrade removed the item: kept with its history, evidence and
+    # waivers, readable, but no longer scored or listed.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     assessment: Mapped[Assessment] = relationship(back_populates="answers")
     answered_by: Mapped[User | None] = relationship()
@@ -383,6 +400,8 @@ class ProbeRun(db.Model):
     trigger: Mapped[str] = mapped_column(String(20), default="schedule")  # schedule | manual | cli
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why a run ended without all its results (the worker stopped, a conflict, a dead worker).
+    error: Mapped[str | None] = mapped_column(String(200))
 
     service: Mapped[Service] = relationship()
     results: Mapped[list[ProbeResult]] = relationship(
@@ -421,7 +440,7 @@ class ServiceCheck(db.Model):
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(30))
     outcome: Mapped[str] = mapped_column(String(10))
-    result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id", ondelete="SET NULL"))
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id", ondelete="SET NULL"), index=True)
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # outcome last changed
 
@@ -442,6 +461,17 @@ class ProbeDailyRollup(db.Model):
     fails: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms_median: Mapped[float | None] = mapped_column(Float)
+
+
+class JobLock(db.Model):
+    """A lock for background jobs that must run once at a time across processes and hosts
+    (the probe sweep, the retention roll-up). It expires, so a killed worker cannot keep it;
+    the holder renews it while working."""
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))  # host:pid:random, who may release or renew
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ScoreSnapshot(db.Model):

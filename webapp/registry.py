@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -124,12 +126,24 @@ def _check_owners(values: dict) -> None:
         raise RegistryError("The backup owner must be someone other than the owner.")
 
 
+DEFAULT_PROBE_INTERVAL_MINUTES = 15
+
+
+def first_probe_at(interval_minutes: int | None, now: datetime | None = None) -> datetime:
+    """A random moment within the service's first probe interval: services registered
+    together (an import, a seed) are spread over the interval instead of all being probed
+    in the same minute forever."""
+    interval = (interval_minutes or DEFAULT_PROBE_INTERVAL_MINUTES) * 60
+    return (now or utcnow()) + timedelta(seconds=random.uniform(0, interval))
+
+
 def register_service(team: Team, values: dict, actor: User) -> Service:
     values = {k: v for k, v in values.items() if k in SERVICE_FIELDS}
     values["slug"] = values.get("slug") or slugify(values["name"])
     _check_slug(team, values["slug"], None)
     _check_owners(values)
-    service = Service(team_id=team.id, next_probe_at=utcnow(), **values)
+    service = Service(team_id=team.id, next_probe_at=first_probe_at(values.get("probe_interval_minutes")),
+                      **values)
     db.session.add(service)
     db.session.flush()
     for field in ("owner_id", "backup_owner_id"):

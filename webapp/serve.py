@@ -1,7 +1,8 @@
 """`make run`: the web server (gunicorn) and the job worker (Huey consumer), together.
 
-Both run as child processes; Ctrl-C or SIGTERM stops both, and if either dies the other
-is stopped too, so the pair never runs half-alive.
+Both run as child processes; Ctrl-C or SIGTERM stops both (SIGTERM to each: gunicorn and
+the worker both stop gracefully, a probe sweep in flight closes its runs and releases its
+lock), and if either dies the other is stopped too, so the pair never runs half-alive.
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ def main() -> int:
     # webapp/gunicorn_conf.py: draining SIGTERM, shared /metrics, JSON access log in production.
     web = [str(BIN / "gunicorn"), "-c", "python:webapp.gunicorn_conf", "--bind", f"{args.host}:{args.port}",
            "--workers", args.web_workers, "--timeout", "60", "webapp.wsgi:app"]
-    worker = [str(BIN / "huey_consumer"), "webapp.probes.tasks.huey", "--workers", args.job_workers,
-              "--worker-type", "thread", "--delay", "0.1", "--max-delay", "1.0"]  # "Probe now" starts within a second
+    # Our consumer (webapp/probes/worker.py): SIGTERM stops it gracefully, sweeps included.
+    worker = [sys.executable, "-m", "webapp.probes.worker", "--workers", args.job_workers]
     children = [subprocess.Popen(web), subprocess.Popen(worker)]
     print(f"preflight: serving on http://{args.host}:{args.port}/ with probes running", flush=True)
 
     def stop(*_):
-        # gunicorn drains on SIGTERM; Huey's graceful stop (running jobs finish) is SIGINT.
-        for child, sig in zip(children, (signal.SIGTERM, signal.SIGINT), strict=True):
+        # gunicorn drains on SIGTERM; our worker stops gracefully on it too (sweeps included).
+        for child in children:
             if child.poll() is None:
-                child.send_signal(sig)
+                child.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

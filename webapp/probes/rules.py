@@ -206,6 +206,12 @@ def _parse_json(body: bytes) -> tuple[Any, str | None]:
         return None, "body is not JSON"
 
 
+def _declares_json(fetched: FetchResult) -> bool:
+    """application/json, application/health+json or any other +json media type."""
+    media = (fetched.header("content-type") or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 def status_word(value: Any) -> str | None:
     """Map a reported health status (``"UP"``, ``"pass"``, ``True``…) to pass/warn/fail."""
     if isinstance(value, bool):
@@ -245,6 +251,20 @@ def judge_health(kind: str, url: str, fetched: FetchResult) -> CheckResult:
             kind, url, "fail", f"answered HTTP {status}", fetched=fetched, details=details
         )
     doc, not_json = _parse_json(fetched.body)
+    if not_json is not None and _declares_json(fetched):
+        # It says JSON but is not: a monitor parsing it would choke, so say so.
+        details["content_type"] = fetched.header("content-type")
+        details["excerpt"] = fetched.excerpt()[:EXCERPT_CHARS]
+        not_utf8 = not_json == "body is not UTF-8 text"
+        return _result(
+            kind,
+            url,
+            "warn",
+            f"answered HTTP {status} declaring JSON, but the {not_json.removeprefix('body ')}",
+            fetched=fetched,
+            error_code="invalid_utf8" if not_utf8 else "invalid_json",
+            details=details,
+        )
     if not_json is not None:
         details["note"] = f"{not_json}; a plain-text health answer is fine"
         return _result(

@@ -1,14 +1,20 @@
 """Probe runs in the database: what to probe, storing results, answering probe-backed items,
-and retention (raw results for PROBE_RETENTION_DAYS, daily roll-ups forever). Flush only."""
+and retention (raw results for PROBE_RETENTION_DAYS, daily roll-ups forever). Flush only.
+
+Writes happen only when something changed: an answer when its status changes, a score
+snapshot when the score or verdict moves (`assessments.refresh_score`), the read model's
+`ServiceCheck` on every result (it says when a kind was last checked).
+"""
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+import random
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 
 from webapp import assessments, runbooks
 from webapp.extensions import db
@@ -28,6 +34,13 @@ from webapp.probes.rules import CheckResult, bounded_details
 
 ANSWER_FOR_OUTCOME = {"pass": "met", "warn": "partial", "fail": "not_met", "error": "not_met"}
 RECORD_CHECKS = ("runbook_present", "oncall_present")  # answered from Preflight's own records
+
+
+class RunRef(NamedTuple):
+    """A run's ids: enough to store results without loading the run again per batch."""
+
+    id: int
+    service_id: int
 
 
 def make_fetcher() -> Fetcher:
@@ -79,6 +92,39 @@ def record_checks(service: Service) -> list[CheckResult]:
     return results
 
 
+def record_checks_many(services: list[Service]) -> dict[int, list[CheckResult]]:
+    """`record_checks` for several services."""
+    results = {service.id: record_checks(service) for service in services}
+    return results
+
+
+def services_with_drafts(service_ids: Iterable[int]) -> set[int]:
+    """Which of these services have a draft assessment (the only kind probes answer)."""
+    return set(db.session.scalars(select(Assessment.service_id).distinct().where(
+        Assessment.service_id.in_(list(service_ids)), Assessment.state == "draft")))
+
+
+def finish_runs(probe_runs: list[ProbeRun]) -> list[int]:
+    """The bookkeeping of finished runs, set-based: the record checks stored, the read model
+    updated, the runs finished. Returns the ids of their services that have a draft
+    assessment, whose probe-backed answers the caller updates with `apply_to_assessments`,
+    a service per transaction. Flush only."""
+    if not probe_runs:
+        return []
+    services = {run.service_id: run.service for run in probe_runs}
+    checks = record_checks_many(list(services.values()))
+    latest = load_checks(services)  # reads first: the write transaction starts below
+    drafts = services_with_drafts(services)
+    rows = [store_result(run, result) for run in probe_runs for result in checks[run.service_id]]
+    db.session.flush()
+    record_latest_many(rows, latest)
+    finished = utcnow()
+    for run in probe_runs:
+        run.finished_at = finished
+    db.session.flush()
+    return sorted(drafts)
+
+
 def due_services(now: datetime | None = None) -> list[Service]:
     now = now or utcnow()
     return list(db.session.scalars(
@@ -87,15 +133,32 @@ def due_services(now: datetime | None = None) -> list[Service]:
         .order_by(Service.next_probe_at)))
 
 
+JITTER = 0.1  # reschedules land within ±10% of the interval, so a spread never collapses
+
+
+def next_probe_time(service: Service, now: datetime | None = None) -> datetime:
+    """One interval from now, give or take 10%: services probed in the same sweep drift
+    apart instead of staying in lockstep forever."""
+    interval = service.probe_interval_minutes * 60
+    return (now or utcnow()) + timedelta(seconds=interval * random.uniform(1 - JITTER, 1 + JITTER))
+
+
 def start_run(service: Service, trigger: str) -> ProbeRun:
-    service.next_probe_at = utcnow() + timedelta(minutes=service.probe_interval_minutes)
-    run = ProbeRun(service_id=service.id, trigger=trigger)
-    db.session.add(run)
+    return start_runs([service], trigger)[0]
+
+
+def start_runs(services: list[Service], trigger: str) -> list[ProbeRun]:
+    """Start a run for each service and move its next probe time on; one flush."""
+    probe_runs = []
+    for service in services:
+        service.next_probe_at = next_probe_time(service)
+        probe_runs.append(ProbeRun(service_id=service.id, trigger=trigger))
+    db.session.add_all(probe_runs)
     db.session.flush()
-    return run
+    return probe_runs
 
 
-def store_result(run: ProbeRun, result: CheckResult) -> ProbeResult:
+def store_result(run: ProbeRun | RunRef, result: CheckResult) -> ProbeResult:
     finished = utcnow()
     row = ProbeResult(
         run_id=run.id, service_id=run.service_id, kind=result.kind, url=result.url[:2048],
@@ -105,6 +168,34 @@ def store_result(run: ProbeRun, result: CheckResult) -> ProbeResult:
         explanation=result.explanation[:2000], details=bounded_details(result.details))
     db.session.add(row)  # flushed with its batch: one INSERT round-trip per row adds up in a sweep
     return row
+
+
+def load_checks(service_ids: Iterable[int]) -> dict[tuple[int, str], ServiceCheck]:
+    """The read model's rows for these services, by (service id, kind)."""
+    return {(c.service_id, c.kind): c for c in db.session.scalars(select(ServiceCheck).where(
+        ServiceCheck.service_id.in_(set(service_ids))))}
+
+
+def record_latest_many(rows: list[ProbeResult], checks: dict[tuple[int, str], ServiceCheck] | None = None) -> None:
+    """`record_latest` for a batch (flushed rows), with one SELECT for the whole batch, or
+    none if the caller loaded `checks` before writing (SQLite: before taking the lock)."""
+    if not rows:
+        return
+    if checks is None:
+        checks = load_checks(row.service_id for row in rows)
+    for row in sorted(rows, key=lambda r: r.id):
+        check = checks.get((row.service_id, row.kind))
+        if check is None:
+            check = checks[(row.service_id, row.kind)] = ServiceCheck(
+                service_id=row.service_id, kind=row.kind, outcome=row.outcome, changed_at=row.finished_at)
+            db.session.add(check)
+        elif check.outcome != row.outcome:
+            # A probe turning red or green is part of the service's story (its timeline).
+            db.session.add(AuditEvent(action="probe.changed", object_type="servicecheck", object_id=check.id,
+                                      service_id=row.service_id, before={"outcome": check.outcome},
+                                      after={"kind": row.kind, "outcome": row.outcome}))
+            check.outcome, check.changed_at = row.outcome, row.finished_at
+        check.result_id, check.checked_at = row.id, row.finished_at
 
 
 def record_latest(row: ProbeResult) -> ServiceCheck:
@@ -126,9 +217,31 @@ def record_latest(row: ProbeResult) -> ServiceCheck:
     return check
 
 
-def finish_run(run: ProbeRun) -> None:
+def finish_run(run: ProbeRun, error: str | None = None) -> None:
     run.finished_at = utcnow()
+    if error:
+        run.error = error[:200]
     db.session.flush()
+
+
+def close_runs(run_ids: Iterable[int], error: str) -> int:
+    """Close runs that could not finish, with the reason; finished runs are left alone."""
+    ids = list(run_ids)
+    if not ids:
+        return 0
+    closed = db.session.execute(update(ProbeRun).where(ProbeRun.id.in_(ids), ProbeRun.finished_at.is_(None))
+                                .values(finished_at=utcnow(), error=error[:200])).rowcount
+    db.session.flush()
+    return closed
+
+
+def close_abandoned_runs(older_than: timedelta, now: datetime | None = None) -> int:
+    """Close runs a dead worker left unfinished (started more than `older_than` ago), so
+    "Probe now" stops waiting for them."""
+    cutoff = (now or utcnow()) - older_than
+    abandoned = db.session.scalars(select(ProbeRun.id).where(ProbeRun.finished_at.is_(None),
+                                                             ProbeRun.started_at < cutoff)).all()
+    return close_runs(abandoned, "abandoned: the worker stopped before the run finished")
 
 
 def latest_results(service: Service) -> dict[str, ProbeResult]:
@@ -142,20 +255,25 @@ def latest_results(service: Service) -> dict[str, ProbeResult]:
 
 
 def apply_to_assessments(service: Service) -> int:
-    """Answer probe-backed items of the service's open assessments from the latest results."""
-    latest = latest_results(service)
+    """Answer probe-backed items of the service's draft assessments from the latest result of
+    each kind (the read model). From `in_review` on, answers are frozen: results are still
+    recorded, and shown beside the answer, but do not change it. Writes only what changed and
+    rescores only assessments that changed; returns how many did."""
+    latest = {check.kind: check for check in db.session.scalars(
+        select(ServiceCheck).where(ServiceCheck.service_id == service.id))}
+    if not latest:
+        return 0
     changed = 0
-    open_assessments = db.session.scalars(select(Assessment).where(
-        Assessment.service_id == service.id, Assessment.state.in_(("draft", "in_review"))))
-    for assessment in open_assessments:
+    drafts = db.session.scalars(select(Assessment).where(Assessment.service_id == service.id,
+                                                         Assessment.state == "draft")).all()
+    for assessment in drafts:
         touched = False
         for item in assessments.checklist_for(assessment).items:
-            result = latest.get(item.probe) if item.probe else None
-            if result is None or not item.applies_to(service.tier):
+            check = latest.get(item.probe) if item.probe else None
+            if check is None or check.result_id is None or not item.applies_to(service.tier):
                 continue
-            explanation = f"Probe {result.kind}: {result.outcome} — {result.explanation}"
-            answer = assessments.record_probe_answer(assessment, item.key, ANSWER_FOR_OUTCOME[result.outcome],
-                                                     explanation[:2000], result.id)
+            answer = assessments.record_probe_answer(assessment, item.key, ANSWER_FOR_OUTCOME[check.outcome],
+                                                     check.result_id)
             touched = touched or answer is not None
         if touched:
             assessments.refresh_score(assessment)
@@ -172,33 +290,111 @@ def uptime(service: Service, kind: str, since: datetime) -> tuple[float | None, 
     return round(100 * sum(o == "pass" for o in outcomes) / len(outcomes), 1), len(outcomes)
 
 
-def roll_up_old_results(retention_days: int, now: datetime | None = None) -> int:
-    """Fold raw results older than the retention window into daily roll-ups, then delete them."""
-    cutoff = (now or utcnow()) - timedelta(days=retention_days)
-    old = db.session.scalars(select(ProbeResult).where(ProbeResult.started_at < cutoff)).all()
-    if not old:
+ROLLUP_CHUNK = 50_000
+
+
+def _day_of(column):
+    """The UTC calendar day of a timestamp column, in SQL."""
+    if db.engine.dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", column))
+    return func.date(column)  # SQLite stores ISO text with +00:00; date() normalises to UTC
+
+
+def old_result_ranges(cutoff: datetime, chunk: int = ROLLUP_CHUNK) -> Iterable[tuple[int, int]]:
+    """Id ranges [low, high] covering the results older than `cutoff`, `chunk` ids each."""
+    low, high = db.session.execute(select(func.min(ProbeResult.id), func.max(ProbeResult.id))
+                                   .where(ProbeResult.started_at < cutoff)).one()
+    if low is None:
+        return
+    while low <= high:
+        yield low, min(low + chunk - 1, high)
+        low += chunk
+
+
+def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
+    """Fold the results older than `cutoff` with ids in [low, high] into daily roll-ups
+    (aggregated in SQL, added to existing roll-up rows), then delete them. Flush only.
+
+    The median latency is exact within the chunk (row_number over the sorted latencies, on
+    SQLite and PostgreSQL alike). A (service, kind, day) that spans chunks, or that already
+    has a roll-up row, keeps the run-weighted mean of its chunk medians: an approximation
+    that is exact when a day fits in one chunk (ids are in time order, so most days do).
+    """
+    in_range = and_(ProbeResult.id.between(low, high), ProbeResult.started_at < cutoff)
+    day = _day_of(ProbeResult.started_at).label("day")
+    counts = select(
+        ProbeResult.service_id, ProbeResult.kind, day, func.count().label("runs"),
+        *(func.sum(case((ProbeResult.outcome == outcome, 1), else_=0)).label(column)
+          for outcome, column in (("pass", "passes"), ("warn", "warns"), ("fail", "fails"), ("error", "errors"))),
+        func.count(ProbeResult.latency_ms).label("timed"),
+    ).where(in_range).group_by(ProbeResult.service_id, ProbeResult.kind, day)
+    ranked = select(
+        ProbeResult.service_id, ProbeResult.kind, day, ProbeResult.latency_ms,
+        func.row_number().over(partition_by=(ProbeResult.service_id, ProbeResult.kind, day),
+                               order_by=ProbeResult.latency_ms).label("rn"),
+        func.count().over(partition_by=(ProbeResult.service_id, ProbeResult.kind, day)).label("n"),
+    ).where(in_range, ProbeResult.latency_ms.is_not(None)).subquery()
+    medians = select(ranked.c.service_id, ranked.c.kind, ranked.c.day, func.avg(ranked.c.latency_ms)).where(
+        or_(ranked.c.rn == (ranked.c.n + 1) / 2, ranked.c.rn == (ranked.c.n + 2) / 2),
+    ).group_by(ranked.c.service_id, ranked.c.kind, ranked.c.day)
+    median_of = {(s, k, str(d)): m for s, k, d, m in db.session.execute(medians)}
+    groups = db.session.execute(counts).all()
+    if not groups:
         return 0
-    groups: dict[tuple, list[ProbeResult]] = defaultdict(list)
-    for row in old:
-        groups[(row.service_id, row.kind, row.started_at.astimezone(UTC).date())].append(row)
-    for (service_id, kind, day), rows in groups.items():
-        rollup = db.session.scalar(select(ProbeDailyRollup).where(
-            ProbeDailyRollup.service_id == service_id, ProbeDailyRollup.kind == kind,
-            ProbeDailyRollup.day == day))
-        if rollup is None:
-            rollup = ProbeDailyRollup(service_id=service_id, kind=kind, day=day,
-                                      runs=0, passes=0, warns=0, fails=0, errors=0)
-            db.session.add(rollup)
-        rollup.runs += len(rows)
-        for outcome, attribute in (("pass", "passes"), ("warn", "warns"), ("fail", "fails"), ("error", "errors")):
-            setattr(rollup, attribute, getattr(rollup, attribute) + sum(r.outcome == outcome for r in rows))
-        latencies = [r.latency_ms for r in rows if r.latency_ms is not None]
-        if latencies:
-            rollup.latency_ms_median = statistics.median(latencies)
-    ids = [row.id for row in old]
-    db.session.execute(update(Answer).where(Answer.probe_result_id.in_(ids)).values(probe_result_id=None))
-    db.session.execute(delete(ProbeResult).where(ProbeResult.id.in_(ids)))
-    db.session.execute(delete(ProbeRun).where(ProbeRun.finished_at < cutoff,
-                                              ~ProbeRun.results.any()))
+    days = sorted(row.day if isinstance(row.day, str) else row.day.isoformat() for row in groups)
+    parse = datetime.fromisoformat
+    # The chunk's ids are in time order, so its days are a short range: one range query.
+    existing = {(r.service_id, r.kind, r.day.isoformat()): r for r in db.session.execute(
+        select(ProbeDailyRollup.id, ProbeDailyRollup.service_id, ProbeDailyRollup.kind, ProbeDailyRollup.day,
+               ProbeDailyRollup.runs, ProbeDailyRollup.latency_ms_median)
+        .where(ProbeDailyRollup.day.between(parse(days[0]).date(), parse(days[-1]).date())))}
+    inserts, updates = [], []
+    for row in groups:
+        key = (row.service_id, row.kind, row.day if isinstance(row.day, str) else row.day.isoformat())
+        median = median_of.get((row.service_id, row.kind, str(row.day)))
+        before = existing.get(key)
+        if before is None:
+            inserts.append({"service_id": row.service_id, "kind": row.kind, "day": parse(key[2]).date(),
+                            "runs": row.runs, "passes": row.passes, "warns": row.warns, "fails": row.fails,
+                            "errors": row.errors, "latency_ms_median": median})
+            continue
+        if median is not None and before.latency_ms_median is not None:
+            median = (before.latency_ms_median * before.runs + median * row.runs) / (before.runs + row.runs)
+        updates.append({"rollup_id": before.id, "add_runs": row.runs, "add_passes": row.passes,
+                        "add_warns": row.warns, "add_fails": row.fails, "add_errors": row.errors,
+                        "median": median if median is not None else before.latency_ms_median})
+    if inserts:
+        db.session.execute(ProbeDailyRollup.__table__.insert(), inserts)
+    if updates:
+        table = ProbeDailyRollup.__table__
+        db.session.execute(table.update().where(table.c.id == bindparam("rollup_id")).values(
+            runs=table.c.runs + bindparam("add_runs"), passes=table.c.passes + bindparam("add_passes"),
+            warns=table.c.warns + bindparam("add_warns"), fails=table.c.fails + bindparam("add_fails"),
+            errors=table.c.errors + bindparam("add_errors"), latency_ms_median=bindparam("median")), updates)
+    doomed = select(ProbeResult.id).where(in_range).scalar_subquery()
+    db.session.execute(update(Answer).where(Answer.probe_result_id.in_(doomed)).values(probe_result_id=None)
+                       .execution_options(synchronize_session=False))
+    db.session.execute(update(ServiceCheck).where(ServiceCheck.result_id.in_(doomed)).values(result_id=None)
+                       .execution_options(synchronize_session=False))
+    removed = db.session.execute(delete(ProbeResult).where(in_range)
+                                 .execution_options(synchronize_session=False)).rowcount
     db.session.flush()
-    return len(ids)
+    return removed
+
+
+def roll_up_old_results(retention_days: int, now: datetime | None = None, chunk: int = ROLLUP_CHUNK,
+                        after_chunk: Callable[[], None] | None = None) -> int:
+    """Fold raw results older than the retention window into daily roll-ups, chunk by chunk,
+    then delete them and the runs left empty. Flush only; `after_chunk` (the job's commit and
+    lock renewal) runs after each chunk so no transaction grows with the table."""
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    removed = 0
+    for low, high in list(old_result_ranges(cutoff, chunk)):
+        removed += roll_up_range(cutoff, low, high)
+        if after_chunk is not None:
+            after_chunk()
+    empty = select(ProbeRun.id).where(ProbeRun.finished_at < cutoff, ~ProbeRun.results.any())
+    db.session.execute(delete(ProbeRun).where(ProbeRun.id.in_(empty.scalar_subquery()))
+                       .execution_options(synchronize_session=False))
+    db.session.flush()
+    return removed

@@ -1,7 +1,13 @@
 """Background jobs (Huey): the probe scheduler, probe runs, evidence link checks, retention.
 
-Jobs are the callers here, so they own the commits. Results are committed in small batches
-while a sweep runs, so "Probe now" shows them as they arrive.
+Jobs are the callers here, so they own the commits, and they keep transactions short: a
+sweep commits results in small batches while it runs and then does each service's
+bookkeeping in its own transaction, so a person's save is never blocked for long, and a
+conflict (someone saved the same answer, SQLite busy) costs that one service, not the
+sweep. Every run ends finished: a run that could not finish is closed with an error.
+
+The sweep and the roll-up hold an expiring database lock (webapp/probes/locks.py) instead
+of Huey's `lock_task`, which stayed held forever when a worker was killed mid-sweep.
 """
 
 from __future__ import annotations
@@ -10,18 +16,33 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
+from datetime import timedelta
 
+from flask import current_app
 from huey import crontab
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.exc import StaleDataError
 
 from webapp.extensions import db, huey
 from webapp.models import Evidence, ProbeRun, Service, utcnow
-from webapp.probes import runs
+from webapp.probes import locks, runs
 from webapp.probes.rules import CheckResult, run_check
 
 log = logging.getLogger("webapp.probes")
 BATCH_SECONDS = 0.5
+BATCH_ROWS = 100  # results per commit while a sweep runs: keeps each write transaction short
+START_BATCH = 25  # runs started per commit
+FINISH_BATCH = 10  # services whose bookkeeping shares a transaction (a conflict redoes them one by one)
+CONFLICTS = (StaleDataError, IntegrityError, OperationalError)
+SWEEP_LOCK, RETENTION_LOCK = "probe-sweep", "probe-retention"
+ABANDONED_AFTER = timedelta(minutes=15)  # far beyond any sweep's ceil(hanging / concurrency) × deadline
+# Set when the worker is asked to stop (SIGTERM, see webapp/probes/worker.py): a sweep in
+# flight stops waiting for its targets, closes its runs with an error and releases its lock.
+STOPPING = threading.Event()
 
 _app = None
 _app_lock = threading.Lock()
@@ -31,7 +52,7 @@ _app_lock = threading.Lock()
 def app_context():
     """The worker builds its Flask app on first use, never at import time."""
     global _app
-    from flask import current_app, has_app_context
+    from flask import has_app_context
 
     if has_app_context():  # immediate mode in tests, or called from a request/CLI
         yield current_app
@@ -48,63 +69,199 @@ def app_context():
             db.session.remove()
 
 
-def probe_services(services: list[Service], trigger: str) -> list[int]:
+def sweep_lock_ttl() -> timedelta:
+    """How long a sweep lock lives without renewal: several probe deadlines. The sweep
+    renews it as it goes; a killed worker's lock lapses after this."""
+    return timedelta(seconds=max(60, 6 * current_app.config["PROBE_DEADLINE_SECONDS"]))
+
+
+def probe_services(services: list[Service], trigger: str, lease: locks.Lease | None = None) -> list[int]:
     """Start a run for each service, then probe them all together. Commits."""
-    probe_runs = [runs.start_run(service, trigger) for service in services]
-    db.session.commit()
-    return complete_runs([run.id for run in probe_runs])
+    run_ids = []
+    for first in range(0, len(services), START_BATCH):
+        run_ids += [run.id for run in runs.start_runs(services[first:first + START_BATCH], trigger)]
+        db.session.commit()
+    return complete_runs(run_ids, lease)
 
 
-def complete_runs(run_ids: list[int]) -> list[int]:
+def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[int]:
     """Probe the services of started runs concurrently (bounded); store results as they come;
-    then answer probe-backed items. Commits."""
-    probe_runs = [db.session.get(ProbeRun, run_id) for run_id in run_ids]
-    probe_runs = [run for run in probe_runs if run is not None and run.finished_at is None]
-    targets = [(run.id, kind, url, runs.check_options(run.service, kind))
-               for run in probe_runs for kind, url in runs.network_targets(run.service)]
-    asyncio.run(_sweep(targets))
-    for run_id in [run.id for run in probe_runs]:
-        run = db.session.get(ProbeRun, run_id)
-        for result in runs.record_checks(run.service):
-            runs.store_result(run, result)
-        runs.finish_run(run)
-        runs.apply_to_assessments(run.service)
-    db.session.commit()  # one commit for the bookkeeping of the whole sweep
+    do each service's bookkeeping (record checks, finish the run, answer probe-backed items)
+    in its own transaction as soon as its last result is in. Commits. No run is left
+    unfinished."""
+    try:
+        probe_runs = db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
+            ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))).all()
+        refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
+        targets = [(refs[run.id], kind, url, runs.check_options(run.service, kind))
+                   for run in probe_runs for kind, url in runs.network_targets(run.service)]
+        db.session.commit()  # end the read transaction before the long wait on the network
+        sweep = Sweep(targets, lease)
+        if asyncio.run(sweep.run()):
+            return run_ids  # stopping: the finally below closes the runs
+        _finish_services(sorted(refs.keys() - sweep.finished))  # services with nothing to fetch
+    finally:
+        _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
+                          if STOPPING.is_set() else "failed: the run could not finish")
     return run_ids
 
 
-async def _sweep(targets: list[tuple[int, str, str, dict]]) -> None:
-    """Run every check; one hanging target only ever costs its own deadline."""
-    from flask import current_app
+def _finish_services(run_ids: list[int]) -> None:
+    """The bookkeeping of a small batch of services in one short transaction, then each
+    service's probe-backed answers in a transaction of its own. On a conflict (someone saved
+    meanwhile, SQLite busy) the batch is redone service by service, so a conflict costs one
+    service, never the others."""
+    for first in range(0, len(run_ids), FINISH_BATCH):
+        batch = run_ids[first:first + FINISH_BATCH]
+        try:
+            open_runs = _open_runs(batch)
+            runs_of = {run.service_id: run.id for run in open_runs}
+            drafts = runs.finish_runs(open_runs)
+            db.session.commit()
+        except CONFLICTS as exc:
+            db.session.rollback()
+            log.info("probe bookkeeping conflict (%s); redoing %d services one by one", type(exc).__name__, len(batch))
+            for run_id in batch:
+                _finish_service(run_id)
+            continue
+        for service_id in drafts:
+            _answer_from_probes(service_id, runs_of[service_id])
 
-    gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
-    pending: list[tuple[int, CheckResult]] = []
 
-    async def one(fetcher, run_id: int, kind: str, url: str, options: dict) -> None:
-        async with gate:
-            started = time.perf_counter()
-            result = await run_check(kind, url, fetcher, **options)
-            log.info("probe %s %s: %s in %.0f ms", kind, url, result.outcome,
-                     (time.perf_counter() - started) * 1000,
-                     extra={"event": "probe.call", "probe_kind": kind, "run_id": run_id,
-                            "outcome": result.outcome,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
-            pending.append((run_id, result))
+def _open_runs(run_ids: list[int]) -> list[ProbeRun]:
+    return list(db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
+        ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None)).order_by(ProbeRun.id)))
 
-    def flush() -> None:
-        while pending:
-            run_id, result = pending.pop(0)
-            runs.store_result(db.session.get(ProbeRun, run_id), result)
+
+def _finish_service(run_id: int) -> None:
+    """One service's bookkeeping in its own transaction; a conflict is retried once, then
+    the run is closed with the error. Other services are not affected."""
+    error: Exception | None = None
+    for _attempt in range(2):
+        try:
+            open_runs = _open_runs([run_id])
+            drafts = runs.finish_runs(open_runs)
+            db.session.commit()
+            for service_id in drafts:
+                _answer_from_probes(service_id, run_id)
+            return
+        except CONFLICTS as exc:
+            db.session.rollback()
+            log.warning("probe run %s: bookkeeping conflict, %s: %s", run_id, type(exc).__name__, exc)
+            error = exc
+    _close_unfinished([run_id], f"failed: bookkeeping conflict ({type(error).__name__})")
+
+
+def _answer_from_probes(service_id: int, run_id: int) -> None:
+    """One service's probe-backed answers in one transaction; a conflict (a person saved the
+    same answer) is retried once against the fresh answer; if it still fails, the run says
+    so and the next sweep tries again."""
+    for attempt in range(2):
+        try:
+            runs.apply_to_assessments(db.session.get(Service, service_id))
+            db.session.commit()
+            return
+        except CONFLICTS as exc:
+            db.session.rollback()
+            log.warning("probe run %s: answers conflict (%s), attempt %d", run_id, type(exc).__name__, attempt + 1)
+            error = f"answers not updated: conflict ({type(exc).__name__})"
+    try:
+        db.session.execute(update(ProbeRun).where(ProbeRun.id == run_id).values(error=error))
         db.session.commit()
+    except CONFLICTS:
+        db.session.rollback()
 
-    async with runs.make_fetcher() as fetcher:
-        tasks = [asyncio.create_task(one(fetcher, *target)) for target in targets]
-        while not all(task.done() for task in tasks):
-            await asyncio.wait(tasks, timeout=BATCH_SECONDS)
-            flush()
-        for task in tasks:
-            task.result()  # surface bugs; run_check itself never raises on target faults
-    flush()
+
+def _close_unfinished(run_ids: list[int], error: str) -> None:
+    db.session.rollback()  # whatever failed is not ours to keep; everything else is committed
+    try:
+        if runs.close_runs(run_ids, error):
+            log.warning("closed unfinished probe runs: %s", error)
+        db.session.commit()
+    except Exception:  # the database itself is gone: the abandoned-runs job closes them later
+        db.session.rollback()
+        log.exception("could not close probe runs %s", run_ids)
+
+
+def _store_batch(batch: list[tuple[runs.RunRef, CheckResult]]) -> None:
+    """Store a batch of results and the read model's latest outcomes in one short
+    transaction; on a conflict, retry row by row so one bad row costs only itself."""
+    try:
+        latest = runs.load_checks(ref.service_id for ref, _result in batch)  # read before writing
+        rows = [runs.store_result(ref, result) for ref, result in batch]
+        db.session.flush()
+        runs.record_latest_many(rows, latest)
+        db.session.commit()
+        return
+    except CONFLICTS as exc:
+        db.session.rollback()
+        if len(batch) == 1:
+            log.warning("probe result for run %s dropped: %s", batch[0][0].id, exc)
+            return
+    for item in batch:
+        _store_batch([item])
+
+
+class Sweep:
+    """Every check of a sweep on one event loop; one hanging target only ever costs its own
+    deadline. Every half second the database work is done on the loop's own thread: storing
+    results, and each service's bookkeeping once its last result is in, in short
+    transactions. (Not in a helper thread: competing for the GIL with the busy event loop,
+    a thread's transactions held SQLite's write lock for seconds.)"""
+
+    def __init__(self, targets: list[tuple[runs.RunRef, str, str, dict]], lease: locks.Lease | None):
+        self.targets, self.lease = targets, lease
+        self.pending: list[tuple[runs.RunRef, CheckResult]] = []
+        self.remaining = Counter(ref.id for ref, *_ in targets)
+        self.finished: set[int] = set()
+        self.renewed = time.monotonic()
+
+    async def run(self) -> bool:
+        """Returns True if the worker is stopping and the sweep gave up on pending targets."""
+        gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
+
+        async def one(fetcher, ref: runs.RunRef, kind: str, url: str, options: dict) -> None:
+            async with gate:
+                started = time.perf_counter()
+                result = await run_check(kind, url, fetcher, **options)
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+                log.info("probe %s %s: %s in %.0f ms", kind, url, result.outcome, elapsed_ms,
+                         extra={"event": "probe.call", "probe_kind": kind, "outcome": result.outcome,
+                                "duration_ms": elapsed_ms})
+                self.pending.append((ref, result))
+
+        async with runs.make_fetcher() as fetcher:
+            tasks = [asyncio.create_task(one(fetcher, *target)) for target in self.targets]
+            while not all(task.done() for task in tasks):
+                await asyncio.wait(tasks, timeout=BATCH_SECONDS)
+                self.flush()
+                if STOPPING.is_set():
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    self.flush(bookkeeping=False)
+                    return True
+            for task in tasks:
+                task.result()  # surface bugs; run_check itself never raises on target faults
+        self.flush()
+        return False
+
+    def flush(self, bookkeeping: bool = True) -> None:
+        taken, self.pending[:] = self.pending[:], []
+        for first in range(0, len(taken), BATCH_ROWS):
+            _store_batch(taken[first:first + BATCH_ROWS])
+        done = []
+        for ref, _result in taken:
+            self.remaining[ref.id] -= 1
+            if self.remaining[ref.id] == 0:
+                done.append(ref.id)
+        if bookkeeping:
+            _finish_services(done)
+            self.finished.update(done)
+        if self.lease is not None and time.monotonic() - self.renewed > self.lease.ttl.total_seconds() / 3:
+            self.renewed = time.monotonic()
+            if not self.lease.renew():
+                log.warning("probe sweep lost its lock (expired and taken over); finishing anyway")
 
 
 @huey.task()
@@ -115,24 +272,37 @@ def complete_run_task(run_id: int) -> list[int]:
 
 
 @huey.periodic_task(crontab(minute="*"))
-@huey.lock_task("probe-due-services")  # every consumer schedules it; only one sweep at a time
 def probe_due_services() -> int:
-    """Every minute: probe all services whose interval has elapsed, together."""
-    with app_context():
+    """Every minute: probe all services whose interval has elapsed, together. Every consumer
+    schedules it; the expiring sweep lock lets one run at a time."""
+    with app_context(), locks.held(SWEEP_LOCK, sweep_lock_ttl()) as lease:
+        if lease is None:
+            log.info("probe sweep skipped: another worker holds the sweep lock")
+            return 0
         due = runs.due_services()
         if due:
             started = time.monotonic()
-            probe_services(due, "schedule")
+            probe_services(due, "schedule", lease)
             log.info("probed %d services in %.1f s", len(due), time.monotonic() - started)
         return len(due)
+
+
+@huey.periodic_task(crontab(minute="*/5"))
+def close_abandoned_runs() -> int:
+    """Every five minutes: close runs a dead worker left unfinished, so nothing (such as
+    "Probe now") waits for them forever."""
+    with app_context():
+        closed = runs.close_abandoned_runs(ABANDONED_AFTER)
+        db.session.commit()
+        if closed:
+            log.warning("closed %d probe runs abandoned by a dead worker", closed)
+        return closed
 
 
 @huey.periodic_task(crontab(minute="17", hour="*"))
 def check_evidence_links() -> int:
     """Hourly: check evidence links not checked in the last day; mark broken ones."""
     with app_context():
-        from datetime import timedelta
-
         stale = utcnow() - timedelta(days=1)
         evidence = db.session.scalars(select(Evidence).where(
             (Evidence.checked_at.is_(None)) | (Evidence.checked_at < stale)).limit(500)).all()
@@ -161,9 +331,18 @@ async def check_links(evidence: list[Evidence]) -> None:
 
 @huey.periodic_task(crontab(minute="42", hour="3"))
 def roll_up_probe_results() -> int:
-    """Daily: keep raw probe results for PROBE_RETENTION_DAYS, then only daily roll-ups."""
-    with app_context() as app:
-        removed = runs.roll_up_old_results(app.config["PROBE_RETENTION_DAYS"])
+    """Daily: keep raw probe results for PROBE_RETENTION_DAYS, then only daily roll-ups.
+    Chunk by chunk, a commit each, under an expiring lock renewed per chunk."""
+    with app_context() as app, locks.held(RETENTION_LOCK, timedelta(minutes=10)) as lease:
+        if lease is None:
+            log.info("probe roll-up skipped: another worker is rolling up")
+            return 0
+
+        def after_chunk() -> None:
+            db.session.commit()
+            lease.renew()
+
+        removed = runs.roll_up_old_results(app.config["PROBE_RETENTION_DAYS"], after_chunk=after_chunk)
         db.session.commit()
         return removed
 
