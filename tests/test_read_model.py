@@ -78,3 +78,18 @@ def test_score_and_team_series_over_time(app):
     assert scores == sorted(scores) and len(scores) == 4  # the empty start, then one per change
     team = timeline.team_series(assessment.service.team_id)
     assert team[0].points[-1][1] == scores[-1]  # one service: the average is its score
+
+
+def test_the_hourly_job_rescores_lapsed_waivers(app):
+    from webapp.probes.tasks import rescore_lapsed_waivers
+
+    user, assessment = started(app)
+    assessments.record_answer(assessment, CRITICAL, "not_met", "pending", user)
+    answer = db.session.scalar(select(Answer).where(Answer.item_key == CRITICAL))
+    db.session.add(Waiver(answer_id=answer.id, reason="r", compensating_control="c", risk_owner_id=user.id,
+                          expires_on=date.today() - timedelta(days=2), state="approved", requested_by_id=user.id))
+    db.session.commit()
+    stored = db.session.get(Assessment, assessment.id)
+    stored.scored_at = datetime.now(UTC) - timedelta(days=5)
+    db.session.commit()
+    assert rescore_lapsed_waivers.call_local() == 1

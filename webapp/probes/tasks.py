@@ -358,3 +358,15 @@ def sync_checklists() -> int:
         problems = catalog.sync()
         db.session.commit()
         return len(problems)
+
+
+@huey.periodic_task(crontab(minute="7", hour="*"))
+def rescore_lapsed_waivers() -> int:
+    """Hourly: an approved waiver that expired changes its assessment's verdict with no write
+    of its own; bring the stored score (what lists and the API read) up to date."""
+    with app_context():
+        from webapp import assessments
+
+        count = assessments.rescore_lapsed_waivers()
+        db.session.commit()
+        return count
