@@ -27,6 +27,9 @@ log = logging.getLogger("webapp.checklists")
 
 _seen_files: dict[str, tuple] = {}
 _problems: list[ChecklistProblem] = []
+# A refused file, by path: its fingerprint when refused and why. Until the file changes it is
+# not parsed again, however often other files change or pages ask for a sync.
+_refused: dict[str, tuple[tuple, list[ChecklistProblem]]] = {}
 
 
 def checklist_dirs() -> list[str]:
@@ -57,12 +60,18 @@ def sync(force: bool = False) -> list[ChecklistProblem]:
     problems: list[ChecklistProblem] = []
     slugs: dict[str, str] = {}
     for path in paths:
+        refused = _refused.get(str(path))
+        if refused is not None and refused[0] == prints.get(str(path)) and not force:
+            problems.extend(refused[1])
+            continue
         try:
             checklist = load_checklist(path)
         except ChecklistInvalid as exc:
             problems.extend(exc.problems)
+            _refused[str(path)] = (prints.get(str(path)), exc.problems)
             log.warning("checklist %s refused, the last good version keeps serving:\n%s", path, exc)
             continue
+        _refused.pop(str(path), None)
         if checklist.slug in slugs:
             problems.append(ChecklistProblem(str(path), None,
                             f"slug {checklist.slug!r} is also used by {slugs[checklist.slug]}; ignored"))

@@ -19,11 +19,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from sqlalchemy.types import TypeDecorator
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
+from webapp.presentation import render_note
 
 
 def utcnow() -> datetime:
@@ -71,8 +72,15 @@ class User(UserMixin, db.Model):
     is_reviewer: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of the id every session and "remember me" cookie carries; bumped on sign-out and
+    # password change, which ends every session of the user, copies of the cookies included.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
+
+    def get_id(self) -> str:
+        """What Flask-Login stores in the session and the remember cookie: "id:generation"."""
+        return f"{self.id}:{self.session_generation}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses sessions of disabled users
@@ -271,6 +279,9 @@ class Answer(db.Model):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     probe_result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id"))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The note rendered once, when it is written (markdown is too slow to redo per page view);
+    # NULL for rows written before this column existed, which are rendered on display.
+    note_html: Mapped[str | None] = mapped_column(Text)
 
     assessment: Mapped[Assessment] = relationship(back_populates="answers")
     answered_by: Mapped[User | None] = relationship()
@@ -287,6 +298,11 @@ class Answer(db.Model):
     # Optimistic locking: SQLAlchemy adds "AND version = :old" to every UPDATE.
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - read once by the mapper
 
+    @validates("note")
+    def _render_note(self, key: str, note: str | None) -> str | None:
+        self.note_html = render_note(note)
+        return note
+
 
 class AnswerChange(db.Model):
     """One row per change of an answer: who, when, from → to, with the note at that time."""
@@ -299,9 +315,15 @@ class AnswerChange(db.Model):
     source: Mapped[str] = mapped_column(String(10), default="manual")
     changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    note_html: Mapped[str | None] = mapped_column(Text)  # as on Answer
 
     answer: Mapped[Answer] = relationship(back_populates="changes")
     changed_by: Mapped[User | None] = relationship()
+
+    @validates("note")
+    def _render_note(self, key: str, note: str | None) -> str | None:
+        self.note_html = render_note(note)
+        return note
 
 
 class Evidence(db.Model):

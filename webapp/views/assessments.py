@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from webapp import assessments, catalog
@@ -22,10 +23,20 @@ from webapp.forms import (
     WaiverForm,
     choices,
 )
-from webapp.models import Assessment, ChecklistVersion, Evidence, Service, User, Waiver
+from webapp.models import (
+    AnswerChange,
+    Assessment,
+    ChecklistVersion,
+    Evidence,
+    Service,
+    User,
+    Waiver,
+)
 from webapp.permissions import can_edit_services, can_manage_team, can_review, require
 
 bp = Blueprint("assessments", __name__)
+
+HISTORY_PAGE_SIZE = 25
 
 FILTERS = {
     "all": "All items",
@@ -158,7 +169,7 @@ def answer(assessment_id: int, item_key: str):
     except assessments.AnswerConflict as exc:
         db.session.rollback()
         return _respond_item(assessment, item_key, error=str(exc), conflict=exc.answer, status=409)
-    except StaleDataError:
+    except (StaleDataError, IntegrityError):  # another save landed first: theirs stands
         db.session.rollback()
         theirs = assessments.answer_for(assessment, item_key)
         return _respond_item(assessment, item_key, error=str(assessments.AnswerConflict(theirs)),
@@ -259,15 +270,17 @@ def decide_waiver(waiver_id: int):
 @bp.get("/assessments/<int:assessment_id>/items/<item_key>/history")
 @login_required
 def history(assessment_id: int, item_key: str):
-    """Every change of one item's answer, newest first."""
+    """The changes of one item's answer, newest first, a page at a time."""
     assessment = db.get_or_404(Assessment, assessment_id)
     item = assessments.checklist_for(assessment).item(item_key)
     if item is None:
         abort(404, description=f"“{item_key}” is not an item of this checklist.")
     answer = assessments.answer_for(assessment, item_key)
+    page = db.paginate(select(AnswerChange).where(AnswerChange.answer_id == (answer.id if answer else None))
+                       .order_by(AnswerChange.changed_at.desc(), AnswerChange.id.desc()),
+                       per_page=HISTORY_PAGE_SIZE, max_per_page=HISTORY_PAGE_SIZE, error_out=False)
     template = "assessments/_history.html" if _is_htmx() else "assessments/history.html"
-    return render_template(template, assessment=assessment, item=item,
-                           changes=answer.changes if answer else [])
+    return render_template(template, assessment=assessment, item=item, changes=page.items, page=page)
 
 
 @bp.post("/assessments/<int:assessment_id>/submit")
