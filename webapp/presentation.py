@@ -18,7 +18,7 @@ MAX_MARKDOWN_CHARS = 100_000
 # grows with the text's length times the number of those; emphasis and table markers cost
 # per pair. Past these budgets (0.2-0.5 s of rendering on a slow core) a text is shown as
 # plain, escaped text instead: the words stay, the formatting goes.
-MAX_RENDER_COST = 500_000
+MAX_RENDER_COST = 400_000
 MAX_INLINE_MARKERS = 2_000
 _LINK_MARKERS = ("[", "://", "www.", "@", "<")
 _INLINE_MARKERS = ("*", "_", "~", "`", "|")
