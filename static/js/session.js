@@ -108,22 +108,23 @@
     });
   }
 
+  function requestForm(detail) {
+    var elt = detail.requestConfig ? detail.requestConfig.elt : detail.elt;
+    return elt && elt.closest ? elt.closest("form") : null;
+  }
+
   document.addEventListener("htmx:beforeSwap", function (event) {
     var xhr = event.detail.xhr;
+    if (xhr && xhr.status >= 200 && xhr.status < 300) {
+      dropDraft(requestForm(event.detail));  // saved: the copy kept in the browser can go
+      return;
+    }
     if (!xhr || xhr.getResponseHeader("X-Preflight-Session") !== "expired") return;
     event.detail.shouldSwap = false;   // never replace the card: the person's text is in it
     event.detail.isError = false;      // handled here, not as a generic error
-    var elt = event.detail.requestConfig ? event.detail.requestConfig.elt : event.target;
-    var form = elt && elt.closest ? elt.closest("form") : null;
+    var form = requestForm(event.detail);
     keepDrafts(form);
-    refreshToken().then(function (ok) { notice(elt, ok); });
-  });
-
-  document.addEventListener("htmx:afterRequest", function (event) {
-    var xhr = event.detail.xhr;
-    if (!xhr || xhr.status < 200 || xhr.status >= 300) return;
-    var elt = event.detail.elt;
-    dropDraft(elt && elt.closest ? elt.closest("form") : null);
+    refreshToken().then(function (ok) { notice(form || event.target, ok); });
   });
 
   if (signedIn) {
