@@ -86,10 +86,10 @@ def test_validate_command_reports_a_bomb_instead_of_hanging_or_crashing(runner, 
 @pytest.fixture
 def hostile_dir(app, tmp_path):
     app.config["CHECKLISTS_DIR"] = str(tmp_path)
-    catalog._refused.clear()
+    getattr(catalog, "_refused", {}).clear()  # this branch's memo; the shared catalog keeps its own
     yield tmp_path
     app.config["CHECKLISTS_DIR"] = None
-    catalog._refused.clear()
+    getattr(catalog, "_refused", {}).clear()  # this branch's memo; the shared catalog keeps its own
 
 
 def test_a_refused_file_is_not_parsed_again_on_requests(client, auth, hostile_dir, monkeypatch):
