@@ -86,13 +86,15 @@ def test_validate_command_reports_a_bomb_instead_of_hanging_or_crashing(runner, 
 @pytest.fixture
 def hostile_dir(app, tmp_path):
     app.config["CHECKLISTS_DIR"] = str(tmp_path)
-    getattr(catalog, "_refused", {}).clear()  # this branch's memo; the shared catalog keeps its own
+    catalog._loaded.clear()  # this process's parse memo: start from nothing
     yield tmp_path
     app.config["CHECKLISTS_DIR"] = None
-    getattr(catalog, "_refused", {}).clear()  # this branch's memo; the shared catalog keeps its own
+    catalog._loaded.clear()
 
 
-def test_a_refused_file_is_not_parsed_again_on_requests(client, auth, hostile_dir, monkeypatch):
+def test_a_refused_file_is_not_parsed_again(client, auth, hostile_dir, monkeypatch):
+    """Not by pages (they read the refusal from the database), and not by later syncs while
+    the file is unchanged, even when another file changed."""
     (hostile_dir / "deep.yaml").write_text(DEEP)
     problems = catalog.sync()
     assert [str(p) for p in problems] == [
@@ -108,4 +110,5 @@ def test_a_refused_file_is_not_parsed_again_on_requests(client, auth, hostile_di
         page = client.get("/checklists/")
         assert page.status_code == 200
         assert "nested more than 32 levels deep" in page.get_data(as_text=True)
+        assert [str(p) for p in catalog.sync()] == [str(p) for p in problems]  # the worker's sync
     assert str(hostile_dir / "deep.yaml") not in parsed
