@@ -71,7 +71,7 @@ def test_a_save_after_the_session_ended_keeps_the_text_and_works_after_signing_i
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     sign_in(page)
-    page.goto(f"{base}/assessments/{assessment.id}")
+    page.goto(f"{base}/assessments/{assessment.id}?open={ITEM}")
     card = page.locator(f"#item-{ITEM}")
     card.locator("textarea[name=note]").fill(TYPED)
 
@@ -121,7 +121,7 @@ def test_text_kept_when_the_session_ended_comes_back_after_signing_in_on_the_sam
     page.fill("input[name=password]", PASSWORD)
     page.click("main form button[type=submit]")
     page.wait_for_url(base + "/")
-    page.goto(f"{base}/assessments/{assessment.id}")
+    page.goto(f"{base}/assessments/{assessment.id}?open={ITEM}")
     page.locator(f"#item-{ITEM} textarea[name=note]").fill(TYPED)
     db.session.get(User, user.id).session_generation += 1
     db.session.commit()
@@ -133,7 +133,7 @@ def test_text_kept_when_the_session_ended_comes_back_after_signing_in_on_the_sam
     page.fill("input[name=email]", user.email)
     page.fill("input[name=password]", PASSWORD)
     page.click("main form button[type=submit]")
-    page.wait_for_url(f"**/assessments/{assessment.id}")
+    page.wait_for_url(f"**/assessments/{assessment.id}?open={ITEM}")
     card = page.locator(f"#item-{ITEM}")
     assert card.locator("textarea[name=note]").input_value() == TYPED
     assert "Restored your unsaved text" in card.inner_text()

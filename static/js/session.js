@@ -40,7 +40,7 @@
 
   // A message inside the card whose save was refused (or at the top of the page).
   function notice(elt, stillSignedIn) {
-    var card = elt && elt.closest ? elt.closest(".item-card") : null;
+    var card = itemOf(elt);
     var box = document.createElement("div");
     box.className = "flash flash-error card-error js-session";
     box.setAttribute("role", "alert");
@@ -67,64 +67,81 @@
     if (card) card.appendChild(box); else container.insertBefore(box, container.firstChild);
   }
 
-  function draftKey(form) {
-    return DRAFT_PREFIX + (form.getAttribute("action") || location.pathname);
+  // The checklist item (row and its panel) a request came from, or the form itself.
+  function itemOf(elt) {
+    return elt && elt.closest ? elt.closest(".item, .item-card") : null;
   }
 
-  function keepDrafts(form) {
-    if (!form || !window.localStorage) return;
+  function scopeOf(elt) {
+    var item = itemOf(elt);
+    return item || (elt && elt.closest ? elt.closest("form") : null);
+  }
+
+  function draftKey(scope) {
+    return DRAFT_PREFIX + location.pathname + "#" + (scope.id || scope.getAttribute("action") || "");
+  }
+
+  var FIELDS = "textarea[name], input[type=text][name], input[type=url][name]";
+
+  function keepDrafts(scope) {
+    if (!scope || !window.localStorage) return;
     var drafts = {};
-    form.querySelectorAll("textarea[name], input[type=text][name], input[type=url][name]").forEach(function (field) {
+    scope.querySelectorAll(FIELDS).forEach(function (field) {
       if (field.value) drafts[field.name] = field.value;
     });
-    try { localStorage.setItem(draftKey(form), JSON.stringify(drafts)); } catch (e) { /* full or off */ }
+    if (!Object.keys(drafts).length) return;
+    try { localStorage.setItem(draftKey(scope), JSON.stringify(drafts)); } catch (e) { /* full or off */ }
   }
 
-  function dropDraft(form) {
-    if (form && window.localStorage) localStorage.removeItem(draftKey(form));
+  function dropDraft(scope) {
+    if (scope && window.localStorage) localStorage.removeItem(draftKey(scope));
   }
 
-  // After signing in again (or a reload), put back what was typed but not saved.
+  // After signing in again (or a reload, or a panel loading), put back what was typed but
+  // not saved.
   function restoreDrafts() {
     if (!window.localStorage) return;
-    document.querySelectorAll("form[action]").forEach(function (form) {
-      var raw = localStorage.getItem(draftKey(form));
+    document.querySelectorAll(".item[id], .item-card[id], form[action]").forEach(function (scope) {
+      var raw = localStorage.getItem(draftKey(scope));
       if (!raw) return;
       var drafts;
-      try { drafts = JSON.parse(raw); } catch (e) { dropDraft(form); return; }
+      try { drafts = JSON.parse(raw); } catch (e) { dropDraft(scope); return; }
       var restored = false;
       Object.keys(drafts).forEach(function (name) {
-        var field = form.querySelector('[name="' + name.replace(/"/g, "") + '"]');
-        if (field && field.value !== drafts[name]) { field.value = drafts[name]; restored = true; }
+        var field = scope.querySelector('[name="' + name.replace(/"/g, "") + '"]');
+        if (field && field.matches(FIELDS) && field.value !== drafts[name]) {
+          field.value = drafts[name];
+          restored = true;
+        }
       });
-      if (restored) {
-        var details = form.querySelector("details");
+      if (restored && !scope.querySelector(".js-restored")) {
+        var details = scope.querySelector("details.note-edit");
         if (details) details.open = true;
         var box = document.createElement("p");
         box.className = "small muted js-restored";
         box.textContent = "Restored your unsaved text. Press the button to save it.";
-        form.appendChild(box);
+        var field = scope.querySelector("textarea[name]");
+        (field && field.parentNode ? field.parentNode : scope).appendChild(box);
       }
     });
   }
 
-  function requestForm(detail) {
-    var elt = detail.requestConfig ? detail.requestConfig.elt : detail.elt;
-    return elt && elt.closest ? elt.closest("form") : null;
+  function requestScope(detail) {
+    return scopeOf(detail.requestConfig ? detail.requestConfig.elt : detail.elt);
   }
 
   document.addEventListener("htmx:beforeSwap", function (event) {
     var xhr = event.detail.xhr;
     if (xhr && xhr.status >= 200 && xhr.status < 300) {
-      dropDraft(requestForm(event.detail));  // saved: the copy kept in the browser can go
+      dropDraft(requestScope(event.detail));  // saved: the copy kept in the browser can go
       return;
     }
     if (!xhr || xhr.getResponseHeader("X-Preflight-Session") !== "expired") return;
     event.detail.shouldSwap = false;   // never replace the card: the person's text is in it
     event.detail.isError = false;      // handled here, not as a generic error
-    var form = requestForm(event.detail);
-    keepDrafts(form);
-    refreshToken().then(function (ok) { notice(form || event.target, ok); });
+    var scope = requestScope(event.detail);
+    keepDrafts(scope);
+    refreshToken().then(function (ok) { notice(scope || event.target, ok); });
   });
 
   if (signedIn) {
@@ -136,6 +153,7 @@
       }
     });
   }
+  document.addEventListener("htmx:afterSettle", restoreDrafts);  // a panel loaded on demand
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", restoreDrafts);
   } else {
