@@ -1,7 +1,7 @@
 """session generation on users; notes rendered once and stored as HTML
 
 Revision ID: 8549fe9390ea
-Revises: b5d3354cde4f
+Revises: 5742a9cac0a0
 Create Date: 2026-12-01 03:51:18.695570
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '8549fe9390ea'
-down_revision = 'b5d3354cde4f'
+down_revision = '5742a9cac0a0'
 branch_labels = None
 depends_on = None
 
