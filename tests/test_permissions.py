@@ -102,6 +102,7 @@ MATRIX: dict[str, dict[str, Rule]] = {
     "auth.users": {"GET": page(ADMINS),
                    "POST": act(ADMINS, {"email": "newcomer@example.test"}, status=200,
                                done=lambda ids: _count(Invitation, Invitation.email == "newcomer@example.test") == 1)},
+    "auth.csrf_token": {"GET": page(SIGNED_IN)},  # fresh CSRF token for pages kept open
     "main.index": {"GET": page(SIGNED_IN)},
     "teams.index": {"GET": page(SIGNED_IN)},
     "teams.show": {"GET": page(SIGNED_IN)},

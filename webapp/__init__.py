@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 import uuid
 from pathlib import Path
 
-from flask import Flask, g, render_template, request
+from flask import Flask, abort, flash, g, make_response, redirect, render_template, request
 from markupsafe import escape
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp.config import ConfigError, engine_options, load_settings
 
@@ -38,6 +40,8 @@ def create_app(test_config: dict | None = None) -> Flask:
                           engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config))
 
     configure_logging(app)
+    limit_streamed_bodies(app)
+    trust_proxies(app)
     register_extensions(app)
     register_request_hooks(app)
     register_blueprints(app)
@@ -84,6 +88,61 @@ def configure_logging(app: Flask) -> None:
         return response
 
 
+def trust_proxies(app: Flask) -> None:
+    """Behind TRUSTED_PROXIES reverse proxies, take the client's address, scheme and host from
+    the X-Forwarded-* headers they set (only the last N hops: a client can forge the rest),
+    so rate limits key on the real client, not on the proxy every request comes through."""
+    hops = app.config.get("TRUSTED_PROXIES", 0)
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+BODY_TOO_LARGE = "preflight.body_too_large"
+
+
+def limit_streamed_bodies(app: Flask) -> None:
+    """Read a body sent without Content-Length (chunked) before Flask sees it, up to
+    MAX_CONTENT_LENGTH: one over the limit is then answered 413 (by a request hook, with the
+    usual error page) like any other large body. Left to Werkzeug, it is silently cut at the
+    limit and fails later as a broken form (400)."""
+    wsgi_app, limit = app.wsgi_app, app.config["MAX_CONTENT_LENGTH"]
+
+    def middleware(environ, start_response):
+        if (not environ.get("CONTENT_LENGTH")
+                and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()):
+            body = environ["wsgi.input"].read(limit + 1)
+            if len(body) > limit:
+                environ[BODY_TOO_LARGE], body = True, b""
+            environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+        return wsgi_app(environ, start_response)
+
+    app.wsgi_app = middleware
+
+
+SESSION_EXPIRED = ("Your session expired: sign in again, then save once more. "
+                   "What you typed is still on the page.")
+
+
+def session_expired_response(status: int):
+    """For htmx requests: no swap (the person's text stays in the page), a short message, and a
+    header static/js/session.js recognises to offer signing in again."""
+    response = make_response(
+        f'<div class="flash flash-error" role="alert">{escape(SESSION_EXPIRED)}</div>', status)
+    response.headers["HX-Reswap"] = "none"
+    response.headers["X-Preflight-Session"] = "expired"
+    return response
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
     """SQLite: WAL so readers don't block the writer, a busy timeout, foreign keys on."""
@@ -116,10 +175,42 @@ def register_extensions(app: Flask) -> None:
 
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:
-        return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+        # "id:generation" (User.get_id): a cookie from before the last sign-out or password
+        # change carries an old generation and no longer signs anyone in.
+        ident, _, generation = user_id.partition(":")
+        if not (ident.isdigit() and generation.isdigit()):
+            return None
+        user = db.session.get(User, int(ident))
+        return user if user is not None and user.session_generation == int(generation) else None
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        if request.headers.get("HX-Request"):
+            return session_expired_response(401)
+        from flask_login import login_url
+
+        flash(login_manager.login_message, login_manager.login_message_category)
+        return redirect(login_url(login_manager.login_view, request.url))
 
 
 def register_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def refuse_nul_bytes() -> None:
+        """A NUL byte is never meaningful text, and PostgreSQL refuses it in every text column
+        (a 500 deep inside a view): refuse it up front, wherever in the request it is."""
+        if (_has_nul(request.path) or _has_nul(request.args.to_dict(flat=False))
+                or _has_nul(request.form.to_dict(flat=False))
+                or (request.is_json and _has_nul(request.get_json(silent=True)))):
+            abort(400, description="The request contains a NUL character (\\x00), which "
+                                   "Preflight does not accept in any text. Remove it and try again.")
+
+    def refuse_large_streamed_body() -> None:
+        if request.environ.get(BODY_TOO_LARGE):
+            abort(413)
+
+    # First of all hooks: CSRF protection and the rate limiter read the form before ours run.
+    app.before_request_funcs.setdefault(None, []).insert(0, refuse_large_streamed_body)
+
     @app.before_request
     def assign_request_id() -> None:
         incoming = request.headers.get("X-Request-ID", "")
@@ -222,6 +313,8 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):
+        if request.headers.get("HX-Request"):
+            return session_expired_response(400)
         return render_template(
             "error.html", code=400,
             description="Your form expired or was sent from elsewhere (missing or bad CSRF "

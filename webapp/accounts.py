@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import audit
 from webapp.extensions import db
@@ -26,6 +28,31 @@ def normalise_email(email: str) -> str:
 
 def user_by_email(email: str) -> User | None:
     return db.session.scalar(select(User).where(User.email == normalise_email(email)))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a password nobody knows, made like real ones (scrypt, same cost)."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The active user with this email and password, or None. An unknown email costs the same
+    password hashing as a known one, so response times do not tell which accounts exist."""
+    user = user_by_email(email)
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    if not user.check_password(password) or not user.is_active:
+        return None
+    return user
+
+
+def end_sessions(user: User) -> None:
+    """End every session of `user`: browser sessions and "remember me" cookies everywhere,
+    including copies of them, stop working on their next request."""
+    user.session_generation = (user.session_generation or 0) + 1
+    db.session.flush()
 
 
 def has_users() -> bool:
@@ -90,12 +117,14 @@ def change_password(user: User, current: str, new: str) -> None:
     if len(new) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.")
     user.set_password(new)
+    end_sessions(user)  # a stolen cookie must not outlive the password it was issued under
     audit.record(user, "user.password_change", user)
     db.session.flush()
 
 
 def disable_user(user: User, actor: User | None) -> None:
     user.disabled_at = utcnow()
+    end_sessions(user)
     audit.record(actor, "user.disable", user, after={"email": user.email})
     db.session.flush()
 

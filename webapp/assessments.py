@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import audit, catalog, scoring
 from webapp.checklists import Checklist, Item, carry_over_keys, diff_checklists
@@ -24,6 +25,7 @@ from webapp.models import (
     Waiver,
     utcnow,
 )
+from webapp.presentation import render_note
 
 MAX_NOTE_CHARS = 20_000
 MAX_WAIVER_DAYS = 366
@@ -273,12 +275,22 @@ def answer_for(assessment: Assessment, item_key: str) -> Answer | None:
 
 
 def _get_or_create_answer(assessment: Assessment, item_key: str) -> Answer:
+    """The item's answer row, made if missing. Two requests may make it at the same moment:
+    the insert is an upsert (ON CONFLICT DO NOTHING, which on PostgreSQL waits for the other
+    transaction), then the row is read back, whoever inserted it."""
     answer = answer_for(assessment, item_key)
     if answer is None:
-        # Through the collection, so a loaded assessment.answers sees it when scoring.
-        answer = Answer(item_key=item_key, status=None, note="", source="manual")
-        assessment.answers.append(answer)
-        db.session.flush()
+        dialect = db.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        db.session.execute(insert(Answer).values(
+            assessment_id=assessment.id, item_key=item_key, status=None, note="", note_html="",
+            source="manual", version=1,
+        ).on_conflict_do_nothing(index_elements=["assessment_id", "item_key"]))
+        # Scoring reads assessment.answers: have it reload with the new row.
+        db.session.expire(assessment, ["answers"])
+        answer = db.session.scalar(select(Answer).where(
+            Answer.assessment_id == assessment.id, Answer.item_key == item_key
+        ).execution_options(populate_existing=True))
     return answer
 
 
@@ -287,7 +299,9 @@ def record_answer(assessment: Assessment, item_key: str, status: str | None, not
     """Set an item's status and note, keeping the change in its history.
 
     `expected_version` is the answer version the person's form was made from (0 for "no
-    answer yet"); if someone saved since, AnswerConflict carries their answer.
+    answer yet"); if someone saved since, AnswerConflict carries their answer. The check is
+    made on the row as it stands once it exists, so of two simultaneous first answers one
+    is saved and the other gets the conflict: never an error, never a silent overwrite.
     """
     _require_open(assessment)
     item = _item(assessment, item_key)
@@ -298,12 +312,12 @@ def record_answer(assessment: Assessment, item_key: str, status: str | None, not
         raise AssessmentError(f"The note is too long ({len(note):,} characters; at most {MAX_NOTE_CHARS:,}).")
     if status == scoring.N_A and not note:
         raise AssessmentError("Say why this item does not apply: N/A needs a reason in the note.")
-    answer = answer_for(assessment, item_key)
-    current_version = answer.version if answer and answer.status is not None else 0
-    if expected_version is not None and answer is not None and expected_version != current_version:
+    render_note(note)  # rendered (and cached) before any row is locked, stored when assigned
+    answer = _get_or_create_answer(assessment, item_key)
+    current_version = answer.version if answer.status is not None else 0
+    if expected_version is not None and expected_version != current_version:
         raise AnswerConflict(answer)
     _require_override_note(assessment, item, answer, status, note)
-    answer = answer or _get_or_create_answer(assessment, item_key)
     if answer.status == status and answer.note == note:
         return answer
     answer.changes.append(AnswerChange(from_status=answer.status, to_status=status, note=note,

@@ -32,6 +32,15 @@ TIERS = (1, 2, 3)
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
 
+# Limits checked on the YAML event stream before any node or object is built, so a hostile
+# file (an alias bomb, a deep nest, a huge list) costs a bounded amount of time and memory.
+# The shipped checklists are ~60 KB, 7 levels deep, ~2,000 nodes: these leave wide margins.
+MAX_FILE_BYTES = 512 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 50_000  # counted as if every alias were expanded where it is used
+MAX_ITEMS = 2_000
+MAX_CATEGORIES = 200
+
 
 # --- public data -----------------------------------------------------------------------
 
@@ -282,6 +291,61 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _check_events(source: str, path: str) -> None:
+    """Refuse a document too deep or too big, counting aliases as expanded, by walking the
+    parser's events: no nodes are composed and nothing recurses, so the check itself is
+    cheap on any input. Raises ChecklistInvalid at the first limit crossed."""
+    anchored: dict[str, int] = {}  # anchor -> expanded node count of what it names
+    open_nodes: list[list] = []  # per open collection: [anchor, expanded size so far]
+    total = 0
+
+    def refuse(event: yaml.Event, message: str) -> ChecklistInvalid:
+        return ChecklistInvalid([ChecklistProblem(path, event.start_mark.line + 1, message)])
+
+    def close(size: int, anchor: str | None) -> None:
+        if anchor is not None:
+            anchored[anchor] = size
+        if open_nodes:
+            open_nodes[-1][1] += size
+
+    for event in yaml.parse(source, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            open_nodes.append([event.anchor, 1])
+            total += 1
+            if len(open_nodes) > MAX_DEPTH:
+                raise refuse(event, f"nested more than {MAX_DEPTH} levels deep; "
+                                    "a checklist never needs that")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, size = open_nodes.pop()
+            close(size, anchor)
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            close(1, event.anchor)
+        elif isinstance(event, yaml.AliasEvent):
+            size = anchored.get(event.anchor, 1)  # an unknown alias: the composer reports it
+            total += size
+            close(size, None)
+        if total > MAX_NODES:
+            raise refuse(event, f"the document expands to more than {MAX_NODES:,} values "
+                                "(aliases count once per use); split the file or drop the aliases")
+
+
+def _check_size(data: dict, root: yaml.Node, path: str) -> None:
+    categories = data.get("categories")
+    if not isinstance(categories, list):
+        return
+    if len(categories) > MAX_CATEGORIES:
+        raise ChecklistInvalid([ChecklistProblem(
+            path, _line_of(root, ("categories",)),
+            f"categories: {len(categories):,} categories; at most {MAX_CATEGORIES:,}")])
+    count = sum(len(c["items"]) for c in categories
+                if isinstance(c, dict) and isinstance(c.get("items"), list))
+    if count > MAX_ITEMS:
+        raise ChecklistInvalid([ChecklistProblem(
+            path, _line_of(root, ("categories",)),
+            f"categories: {count:,} items in all; at most {MAX_ITEMS:,}")])
+
+
 def _line_of(root: yaml.Node, loc: tuple) -> int:
     """1-based line of the node that ``loc`` (a pydantic error path) points at, or of the
     deepest node reached when the path leaves the tree (a missing field: its parent)."""
@@ -380,6 +444,10 @@ def parse_checklist(text: str | bytes, path: str = "<string>") -> Checklist:
     """Parse and validate one checklist; raise ChecklistInvalid listing every problem."""
     raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     content_hash = hashlib.sha256(raw).hexdigest()
+    if len(raw) > MAX_FILE_BYTES:
+        raise ChecklistInvalid([ChecklistProblem(
+            path, None, f"the file is {len(raw):,} bytes; a checklist may be at most "
+                        f"{MAX_FILE_BYTES:,}")])
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -387,6 +455,7 @@ def parse_checklist(text: str | bytes, path: str = "<string>") -> Checklist:
 
     loader = _Loader(source)
     try:
+        _check_events(source, path)
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -405,6 +474,7 @@ def parse_checklist(text: str | bytes, path: str = "<string>") -> Checklist:
         raise ChecklistInvalid([ChecklistProblem(
             path, line, f"a checklist must be a YAML mapping, this file is {what}")])
 
+    _check_size(data, root, path)
     problems = [ChecklistProblem(path, k.start_mark.line + 1, f"duplicate key {k.value!r}")
                 for k in loader.duplicate_keys]
     try:

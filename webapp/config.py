@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 DEFAULT_SECRET = "change-me"
@@ -129,6 +130,7 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
         if value and not Path(value).is_file():
             raise ConfigError(f"{name} {value!r} is not a readable file")
 
+    cookie_secure = _bool(env, "SESSION_COOKIE_SECURE", production)
     return {
         **signing,
         "PREFLIGHT_ENV": "production" if production else "development",
@@ -136,10 +138,18 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
         "SQLALCHEMY_DATABASE_URI": database_url,
         "REDIS_URL": redis_url,
         "ALLOW_SIGNUP": _bool(env, "ALLOW_SIGNUP", False),
-        "SESSION_COOKIE_SECURE": _bool(env, "SESSION_COOKIE_SECURE", production),
+        "SESSION_COOKIE_SECURE": cookie_secure,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # "Remember me" gets the session cookie's flags and a shorter life than Flask-Login's
+        # default year; signing out or changing the password ends it early (User.session_generation).
+        "REMEMBER_COOKIE_SECURE": cookie_secure,
         "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_DURATION": timedelta(days=_int(env, "REMEMBER_COOKIE_DAYS", 14, 1, 365)),
+        # How many reverse proxies in front of the app set X-Forwarded-For/-Proto/-Host; 0 (the
+        # default) trusts none of those headers. Rate limits key on the address this yields.
+        "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0, 0, 10),
         "CHECKLISTS_DIR": checklists_dir,
         "PROBE_ALLOW_NETWORKS": _networks(env, "PROBE_ALLOW_NETWORKS"),
         "PROBE_INTERVAL_MINUTES": _int(env, "PROBE_INTERVAL_MINUTES", 15, 1, 24 * 60),

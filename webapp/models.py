@@ -21,11 +21,12 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from sqlalchemy.types import TypeDecorator
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
+from webapp.presentation import render_note
 
 
 def utcnow() -> datetime:
@@ -75,8 +76,15 @@ class User(UserMixin, db.Model):
     reviewer_roles: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of the id every session and "remember me" cookie carries; bumped on sign-out and
+    # password change, which ends every session of the user, copies of the cookies included.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
+
+    def get_id(self) -> str:
+        """What Flask-Login stores in the session and the remember cookie: "id:generation"."""
+        return f"{self.id}:{self.session_generation}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses sessions of disabled users
@@ -317,6 +325,9 @@ class Answer(db.Model):
     # Set when a checklist upgrade removed the item: kept with its history, evidence and
     # waivers, readable, but no longer scored or listed.
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The note rendered once, when it is written (markdown is too slow to redo per page view);
+    # NULL for rows written before this column existed, which are rendered on display.
+    note_html: Mapped[str | None] = mapped_column(Text)
 
     assessment: Mapped[Assessment] = relationship(back_populates="answers")
     answered_by: Mapped[User | None] = relationship()
@@ -333,6 +344,11 @@ class Answer(db.Model):
     # Optimistic locking: SQLAlchemy adds "AND version = :old" to every UPDATE.
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - read once by the mapper
 
+    @validates("note")
+    def _render_note(self, key: str, note: str | None) -> str | None:
+        self.note_html = render_note(note)
+        return note
+
 
 class AnswerChange(db.Model):
     """One row per change of an answer: who, when, from → to, with the note at that time."""
@@ -345,9 +361,15 @@ class AnswerChange(db.Model):
     source: Mapped[str] = mapped_column(String(10), default="manual")
     changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    note_html: Mapped[str | None] = mapped_column(Text)  # as on Answer
 
     answer: Mapped[Answer] = relationship(back_populates="changes")
     changed_by: Mapped[User | None] = relationship()
+
+    @validates("note")
+    def _render_note(self, key: str, note: str | None) -> str | None:
+        self.note_html = render_note(note)
+        return note
 
 
 class Evidence(db.Model):

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from markdown_it import MarkdownIt
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 # Raw HTML off: <script> and onerror= arrive as text. markdown-it also refuses
-# javascript:, vbscript:, file: and data: link targets.
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+# javascript:, vbscript:, file: and data: link targets. Tables (GitHub style) render and bare
+# URLs become links (linkify-it-py).
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False}
+                       ).enable(["table", "strikethrough", "linkify"])
 MAX_MARKDOWN_CHARS = 100_000
+# markdown-it-py scans ahead from every "[", "(" of a link, URL or "<" it meets, so its cost
+# grows with the text's length times the number of those; emphasis and table markers cost
+# per pair. Past these budgets (0.2-0.5 s of rendering on a slow core) a text is shown as
+# plain, escaped text instead: the words stay, the formatting goes.
+MAX_RENDER_COST = 400_000
+MAX_INLINE_MARKERS = 2_000
+_LINK_MARKERS = ("[", "://", "www.", "@", "<")
+_INLINE_MARKERS = ("*", "_", "~", "`", "|")
+
+
+def _link_open(self, tokens, idx, options, env):
+    tokens[idx].attrSet("rel", "nofollow noopener noreferrer")
+    return self.renderToken(tokens, idx, options, env)
+
+
+_markdown.add_render_rule("link_open", _link_open)
 
 VERDICTS = {
     "ready": ("Ready", "verdict-ready", "✔"),
@@ -26,8 +45,48 @@ OUTCOMES = {
 STATUS_LABELS = {"met": "Met", "partial": "Partial", "not_met": "Not met", "n_a": "N/A", None: "Unanswered"}
 
 
+def render_plain(text: str | None) -> Markup:
+    """Text shown as written: escaped, paragraphs and line breaks kept, nothing a link."""
+    paragraphs = [p for p in (text or "").replace("\r\n", "\n").split("\n\n") if p.strip()]
+    return Markup("").join(
+        Markup('<p class="plain-text">{}</p>\n').format(Markup("<br>\n").join(
+            escape(line) for line in paragraph.strip("\n").split("\n")))
+        for paragraph in paragraphs)
+
+
+def too_costly_to_render(text: str) -> bool:
+    """Whether markdown would take too long on `text` (see MAX_RENDER_COST)."""
+    links = sum(text.count(marker) for marker in _LINK_MARKERS)
+    inline = sum(text.count(marker) for marker in _INLINE_MARKERS)
+    return len(text) * (1 + links) > MAX_RENDER_COST or inline > MAX_INLINE_MARKERS
+
+
+@functools.lru_cache(maxsize=512)  # guidance and descriptions repeat on every page view
+def _render(text: str) -> str:
+    if too_costly_to_render(text):
+        return str(render_plain(text))
+    return _markdown.render(text)
+
+
 def render_markdown(text: str | None) -> Markup:
-    return Markup(_markdown.render((text or "")[:MAX_MARKDOWN_CHARS]))
+    """Markdown as sanitised HTML (raw HTML off, safe link targets), bounded in cost."""
+    return Markup(_render((text or "")[:MAX_MARKDOWN_CHARS]))
+
+
+def render_note(note: str | None) -> str:
+    """The HTML stored beside a note when it is written (Answer.note_html)."""
+    return str(render_markdown(note))
+
+
+def note_html(entry) -> Markup:
+    """An answer's or a history entry's note. Text that came from a probe is shown as text,
+    never as markdown: a probed service controls it. A person's note shows its stored HTML
+    (rendered when saved), or is rendered now for rows older than that column."""
+    if getattr(entry, "source", None) == "probe":
+        return render_plain(entry.note)
+    if entry.note_html is not None:
+        return Markup(entry.note_html)
+    return render_markdown(entry.note)
 
 
 def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
@@ -51,6 +110,7 @@ def outcome_chip(outcome: str) -> Markup:
 
 FILTERS = {
     "markdown": render_markdown,
+    "note_html": note_html,
     "dt": format_datetime,
     "verdict_chip": verdict_chip,
     "outcome_chip": outcome_chip,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -23,13 +24,24 @@ from webapp.forms import (
     WaiverForm,
     choices,
 )
-from webapp.models import Answer, Assessment, ChecklistVersion, Evidence, Service, User, Waiver
+from webapp.models import (
+    Answer,
+    AnswerChange,
+    Assessment,
+    ChecklistVersion,
+    Evidence,
+    Service,
+    User,
+    Waiver,
+)
 from webapp.permissions import can_edit_services, can_manage_team, can_review, require
 from webapp.probes.runs import ANSWER_FOR_OUTCOME
 from webapp.scoring import STATUSES
 from webapp.views.reviews import panel_context
 
 bp = Blueprint("assessments", __name__)
+
+HISTORY_PAGE_SIZE = 25
 
 FILTERS = {
     "all": "All items",
@@ -265,7 +277,7 @@ def answer(assessment_id: int, item_key: str):
     except assessments.AnswerConflict as exc:
         db.session.rollback()
         return _respond_item(assessment, item_key, error=str(exc), conflict=exc.answer, status=409)
-    except StaleDataError:
+    except (StaleDataError, IntegrityError):  # another save landed first: theirs stands
         db.session.rollback()
         theirs = assessments.answer_for(assessment, item_key)
         return _respond_item(assessment, item_key, error=str(assessments.AnswerConflict(theirs)),
@@ -367,15 +379,17 @@ def decide_waiver(waiver_id: int):
 @bp.get("/assessments/<int:assessment_id>/items/<item_key>/history")
 @login_required
 def history(assessment_id: int, item_key: str):
-    """Every change of one item's answer, newest first."""
+    """The changes of one item's answer, newest first, a page at a time."""
     assessment = db.get_or_404(Assessment, assessment_id)
     item = assessments.checklist_for(assessment).item(item_key)
     if item is None:
         abort(404, description=f"“{item_key}” is not an item of this checklist.")
     answer = assessments.answer_for(assessment, item_key)
+    page = db.paginate(select(AnswerChange).where(AnswerChange.answer_id == (answer.id if answer else None))
+                       .order_by(AnswerChange.changed_at.desc(), AnswerChange.id.desc()),
+                       per_page=HISTORY_PAGE_SIZE, max_per_page=HISTORY_PAGE_SIZE, error_out=False)
     template = "assessments/_history.html" if _is_htmx() else "assessments/history.html"
-    return render_template(template, assessment=assessment, item=item,
-                           changes=answer.changes if answer else [])
+    return render_template(template, assessment=assessment, item=item, changes=page.items, page=page)
 
 
 @bp.post("/assessments/<int:assessment_id>/submit")

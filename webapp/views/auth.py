@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 
 from webapp import accounts
@@ -58,16 +69,28 @@ def signup():
     return render_template("auth/signup.html", form=form, first=first), 400 if form.errors else 200
 
 
+def _login_account_key() -> str:
+    """Failed sign-ins are limited per account too, so spreading guesses over many
+    addresses does not help; keyed on the email as typed, normalised."""
+    return "login-account:" + accounts.normalise_email(request.form.get("email", ""))[:254]
+
+
+def _sign_in_failed(response) -> bool:
+    return response.status_code != 302  # success redirects; only failures use up the limits
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("20/minute", methods=["POST"])
+@limiter.limit("30/minute", methods=["POST"], deduct_when=_sign_in_failed)  # per address
+@limiter.limit("10/minute", methods=["POST"], key_func=_login_account_key,
+               deduct_when=_sign_in_failed)
 def login():
     """Sign in with email and password; `next=` is honoured only for same-site paths."""
     if not accounts.has_users():
         return redirect(url_for("auth.signup"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = accounts.user_by_email(form.email.data)
-        if user is None or not user.check_password(form.password.data) or not user.is_active:
+        user = accounts.authenticate(form.email.data, form.password.data)
+        if user is None:
             # One message for every failure, so the form does not reveal which emails exist.
             form.password.errors.append("Email or password is not right, or the account is disabled.")
         else:
@@ -80,7 +103,10 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    """Sign out (POST with CSRF, so a link on another site cannot sign people out)."""
+    """Sign out everywhere (POST with CSRF, so a link on another site cannot sign people out):
+    every session and "remember me" cookie of this person ends, copies included."""
+    accounts.end_sessions(current_user)
+    db.session.commit()
     logout_user()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
@@ -98,7 +124,10 @@ def change_password():
             form.current.errors.append(str(exc))
         else:
             db.session.commit()
-            flash("Password changed.", "success")
+            # Every other session ended with the old password; this one goes on.
+            remembered = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in request.cookies
+            login_user(current_user._get_current_object(), remember=remembered)
+            flash("Password changed. You were signed out everywhere else.", "success")
             return redirect(url_for("main.index"))
     return render_template("auth/password.html", form=form), 400 if form.errors else 200
 
@@ -165,3 +194,13 @@ def profile():
             flash("Your name is saved.", "success")
             return redirect(url_for("auth.profile"))
     return render_template("auth/profile.html", form=form), 400 if form.errors else 200
+
+
+@bp.get("/session/csrf")
+@login_required
+def csrf_token():
+    """A fresh CSRF token for pages kept open for hours (static/js/session.js asks for it),
+    so a long meeting or a slow assessment does not end in a "form expired" error."""
+    response = jsonify(token=generate_csrf())
+    response.headers["Cache-Control"] = "no-store"
+    return response
