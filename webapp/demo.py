@@ -342,15 +342,10 @@ def _waiver_expiry(expires_on: date | None) -> datetime | None:
 
 def _states_plan(rng: random.Random, count: int, lifecycle: str) -> list[str]:
     """The life of `count` assessments, oldest first: review cycles that end signed off or
-    rejected, the newest left open. Only the newest sign-off stays signed_off."""
-    states = []
-    for _ in range(count - 1):
-        states.append("signed_off" if rng.random() < 0.75 else "rejected")
-    states.append("in_review" if rng.random() < 0.4 else "draft")
-    if lifecycle == "retired":
-        states[-1] = "signed_off"
-    last_signed = max((i for i, s in enumerate(states) if s == "signed_off"), default=None)
-    return [("superseded" if s == "signed_off" and i != last_signed else s) for i, s in enumerate(states)]
+    rejected, the newest left open (signed off, for a retired service)."""
+    states = ["signed_off" if rng.random() < 0.75 else "rejected" for _ in range(count - 1)]
+    states.append("signed_off" if lifecycle == "retired" else "in_review" if rng.random() < 0.4 else "draft")
+    return states
 
 
 def seed_assessments(ctx: Context, service: DemoService, per_service: int) -> None:
@@ -372,27 +367,34 @@ def seed_assessments(ctx: Context, service: DemoService, per_service: int) -> No
         gap = rng.choice([i for i in items if not i.critical])
         final[gap.key] = "not_met"
         waivers[gap.key] = (ctx.now + timedelta(days=rng.randint(5, 120))).date()
-    previous: dict[str, str | None] = {}
+    planned, previous = [], {}
     for index, state in enumerate(states):
         progress = (index + 1) / count
-        created = ctx.now - timedelta(days=span_days * (1 - index / count), hours=rng.randint(0, 12))
         statuses = {item.key: (final[item.key] if rng.random() < 0.35 + 0.65 * progress
                                else _worse(rng, final[item.key])) for item in items}
-        if state == "draft" and index == count - 1:  # work in progress: some still unanswered
+        if state == "draft":  # work in progress: some items still as they were, or unanswered
             for item in items:
                 if rng.random() < 0.25:
                     statuses[item.key] = previous.get(item.key)
-        is_last = index == count - 1
-        empty_draft_after = is_last and state == "in_review" and rng.random() < 0.15
-        if state != "draft":  # submitted: every item was answered
+        else:  # submitted: every item was answered
             statuses = {k: (v if v is not None else "not_met") for k, v in statuses.items()}
+        if state == "signed_off" and _card(ctx, items, statuses, service.tier, {}).verdict == "not_ready":
+            state = "rejected"  # reviewers do not sign off what is not ready
+        planned.append((state, statuses, previous))
+        previous = statuses
+    # Only the newest sign-off stays signed_off; the ones before it were superseded.
+    last_signed = max((i for i, (state, _, _) in enumerate(planned) if state == "signed_off"), default=None)
+    for index, (state, statuses, before) in enumerate(planned):
+        if state == "signed_off" and index != last_signed:
+            state = "superseded"
+        is_last = index == count - 1
+        created = ctx.now - timedelta(days=span_days * (1 - index / count), hours=rng.randint(0, 12))
         updated = min(ctx.now - timedelta(minutes=5), created + timedelta(days=rng.randint(1, 6)))
-        assessment_id = _write_assessment(ctx, service, items, statuses, previous, state, created, updated,
+        assessment_id = _write_assessment(ctx, service, items, statuses, before, state, created, updated,
                                           waivers if is_last else {})
         if state in ("signed_off", "superseded"):
             service.signed_off.append(assessment_id)
-        previous = statuses
-        if empty_draft_after:
+        if is_last and state == "in_review" and rng.random() < 0.15:
             # Someone started a new draft while the last one is in review: the dashboard must
             # keep showing the one in review.
             later = min(ctx.now - timedelta(minutes=1), updated + timedelta(hours=3))
