@@ -3,12 +3,15 @@ helpers that turn "not available here" into a skip on a laptop and a failure in 
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+from flask import has_app_context
+from flask.testing import FlaskClient, FlaskCliRunner
 
 # Before webapp is imported: its job queue and dev secret must never touch the repo's
 # instance/ folder (a developer's `make run` database and queue live there).
@@ -33,6 +36,41 @@ def need(resource: str, available: bool, reason: str) -> None:
     pytest.skip(f"{resource} not available: {reason}")
 
 
+def _in_own_context(call, *args, **kwargs):
+    """Run `call` as production would: in a fresh app context, hence its own database session.
+
+    The test's pending rows are committed first (they stand for data already in the
+    database), and the test's session forgets what it loaded afterwards, so assertions read
+    what the request really committed: a view that forgets to commit fails its test.
+    """
+    if not has_app_context():  # a redirect followed inside a request already detached
+        return call(*args, **kwargs)
+    db.session.commit()
+    try:
+        # An empty context has no app context in it, so the request pushes its own.
+        return contextvars.Context().run(call, *args, **kwargs)
+    finally:
+        db.session.expire_all()
+
+
+class IsolatedClient(FlaskClient):
+    """A test client whose every request runs in its own session, as under gunicorn."""
+
+    def open(self, *args, **kwargs):
+        return _in_own_context(super().open, *args, **kwargs)
+
+
+class IsolatedCliRunner(FlaskCliRunner):
+    """CLI commands too run in their own app context and session, as from a shell."""
+
+    def invoke(self, *args, **kwargs):
+        def in_fresh_app_context():
+            with self.app.app_context():  # what `flask` itself pushes for every command
+                return FlaskCliRunner.invoke(self, *args, **kwargs)
+
+        return _in_own_context(in_fresh_app_context)
+
+
 @pytest.fixture(scope="session")
 def app(tmp_path_factory):
     instance = tmp_path_factory.mktemp("instance")
@@ -51,6 +89,8 @@ def app(tmp_path_factory):
         "PROBE_DEADLINE_SECONDS": 2,
     })
     app.instance_path = str(instance)
+    app.test_client_class = IsolatedClient
+    app.test_cli_runner_class = IsolatedCliRunner
     with app.app_context():
         db.drop_all()
         db.create_all()

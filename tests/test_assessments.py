@@ -7,7 +7,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
 from tests.factories import MembershipFactory, ServiceFactory, UserFactory
 from webapp import assessments, catalog
@@ -156,6 +157,37 @@ def test_concurrent_edit_gets_a_conflict_not_an_overwrite(app, client, setup):
     answer = db.session.scalar(select(Answer))
     db.session.refresh(answer)
     assert (answer.status, answer.note) == ("not_met", "no JSON yet")
+
+
+def test_a_save_landing_between_load_and_flush_is_a_conflict(client, setup):
+    """Two real sessions: a colleague's commit lands after this request loaded the answer and
+    before it flushed, so SQLAlchemy's version check at flush time (not the form's) catches it."""
+    user, _service, assessment = setup
+    answer = assessments.record_answer(assessment, ITEM, "met", "first", user)
+    db.session.commit()
+    answer_id, version = answer.id, answer.version
+
+    fired = []
+
+    def colleague_saves_first(session, flush_context, instances):
+        if fired or not any(isinstance(obj, Answer) for obj in session.dirty):
+            return
+        fired.append(True)
+        with db.engine.begin() as connection:
+            connection.execute(update(Answer).where(Answer.id == answer_id)
+                               .values(status="not_met", note="theirs", version=Answer.version + 1))
+
+    event.listen(Session, "before_flush", colleague_saves_first)
+    try:
+        response = client.post(answer_url(assessment), data={"status": "partial", "note": "mine",
+                                                              "version": str(version)},
+                               headers={"HX-Request": "true"})
+    finally:
+        event.remove(Session, "before_flush", colleague_saves_first)
+    assert fired and response.status_code == 409
+    assert "theirs" in response.get_data(as_text=True)
+    stored = db.session.get(Answer, answer_id)
+    assert (stored.status, stored.note, stored.version) == ("not_met", "theirs", version + 1)
 
 
 def test_stale_version_at_flush_is_a_conflict(setup):

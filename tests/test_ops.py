@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from webapp.charts import line_chart
-
 
 def test_health_endpoints(client):
     assert client.get("/healthz").get_json() == {"status": "pass"}
@@ -44,9 +42,3 @@ def test_error_pages_use_the_layout(client):
     response = client.get("/no/such/page")
     assert response.status_code == 404 and "Preflight" in response.get_data(as_text=True)
 
-
-def test_line_chart_handles_gaps_single_points_and_no_data():
-    assert "No data yet" in line_chart([])
-    assert "<circle" in line_chart([12.0])
-    svg = line_chart([10.0, None, 30.0, 40.0], label="Latency", unit=" ms")
-    assert svg.count("<polyline") == 1 and "<circle" in svg and "max 40 ms" in svg

@@ -205,3 +205,43 @@ def test_a_second_sweep_waits_for_the_lock(targets, world):
     with huey.lock_task("probe-due-services"):  # another consumer is sweeping
         probe_due_services()  # Huey logs "not run" and stores the lock error as the result
     assert db.session.scalar(select(func.count(ProbeRun.id))) == 0
+
+
+def test_runbook_present_passes_on_a_reviewed_runbook_or_a_link_that_answers(world, targets):
+    from webapp import runbooks
+    from webapp.models import Service
+
+    user, service, _ = world
+    runbooks.save_revision(service, "# How to run it", user, based_on_id=None)
+    db.session.commit()
+    probe_services([service], "manual")
+    assert runs.latest_results(service)["runbook_present"].outcome == "warn"  # written, not reviewed
+    runbooks.mark_reviewed(service, user)
+    db.session.commit()
+    probe_services([db.session.get(Service, service.id)], "manual")
+    assert runs.latest_results(service)["runbook_present"].outcome == "pass"
+
+    linked = ServiceFactory(team=service.team, runbook_url=targets.url("/health"))
+    broken = ServiceFactory(team=service.team, runbook_url=targets.url("/no-such-page"))
+    db.session.commit()
+    probe_services([linked, broken], "manual")
+    assert runs.latest_results(linked)["runbook_link"].outcome == "pass"
+    assert runs.latest_results(linked)["runbook_present"].outcome == "pass"
+    assert runs.latest_results(broken)["runbook_link"].outcome == "fail"
+    assert runs.latest_results(broken)["runbook_present"].outcome == "fail"
+
+
+def test_latest_outcome_per_kind_and_its_changes_go_on_the_timeline(world):
+    from webapp.models import AuditEvent, ServiceCheck
+
+    _user, service, _ = world
+    for outcome in ("pass", "pass", "fail"):
+        run = runs.start_run(service, "manual")
+        row = runs.store_result(run, runs.CheckResult("health", "http://x/health", outcome, "ok"))
+        db.session.flush()
+        runs.record_latest(row)
+        db.session.commit()
+    check = db.session.scalar(select(ServiceCheck).where(ServiceCheck.service_id == service.id))
+    assert (check.kind, check.outcome) == ("health", "fail")
+    events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "probe.changed")).all()
+    assert [(e.before, e.after) for e in events] == [({"outcome": "pass"}, {"kind": "health", "outcome": "fail"})]

@@ -114,9 +114,21 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from webapp.views import assessments, auth, checklists, main, ops, probes, services, teams
+    from webapp.views import (
+        assessments,
+        attention,
+        auth,
+        checklists,
+        main,
+        ops,
+        owners,
+        probes,
+        runbooks,
+        services,
+        teams,
+    )
 
-    for module in (main, auth, teams, services, checklists, assessments, probes, ops):
+    for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments, probes, ops):
         app.register_blueprint(module.bp)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -377,3 +377,20 @@ def score_at(assessment: Assessment, at: datetime | None) -> float:
     return scoring.score_assessment(checklist.items, states, tier=assessment.service.tier,
                                     ready_threshold=checklist.thresholds.ready,
                                     conditions_threshold=checklist.thresholds.conditions).score
+
+
+def rescore_lapsed_waivers(now: datetime | None = None) -> int:
+    """Refresh the stored score of open assessments whose approved waiver expired after they were
+    last scored: time alone changes their verdict, and lists read the stored one. Flushes."""
+    now = now or utcnow()
+    rows = db.session.execute(
+        select(Assessment.id, Assessment.scored_at, Waiver.expires_on)
+        .join(Answer, Answer.assessment_id == Assessment.id).join(Waiver, Waiver.answer_id == Answer.id)
+        .where(Assessment.state.in_(("draft", "in_review")), Waiver.state == "approved",
+               Waiver.expires_on < now.date())).all()
+    lapsed = {assessment_id for assessment_id, scored_at, expires_on in rows
+              if scored_at is None or scored_at <= datetime(expires_on.year, expires_on.month, expires_on.day,
+                                                            23, 59, 59, tzinfo=UTC)}
+    for assessment in db.session.scalars(select(Assessment).where(Assessment.id.in_(lapsed))):
+        refresh_score(assessment, now)
+    return len(lapsed)

@@ -47,6 +47,7 @@ class Item:
     tiers: tuple[int, ...]
     probe: str | None
     replaces: tuple[str, ...]
+    reattest_days: int | None = None  # evidence older than this needs re-attesting (else a default)
 
     def applies_to(self, tier: int) -> bool:
         return tier in self.tiers
@@ -117,7 +118,8 @@ def _item_json(item: Item) -> dict:
     return {"key": item.key, "title": item.title, "guidance": item.guidance,
             "evidence": list(item.evidence), "weight": item.weight,
             "critical": item.critical, "tiers": list(item.tiers), "probe": item.probe,
-            "replaces": list(item.replaces)}
+            "replaces": list(item.replaces),
+            **({"reattest_days": item.reattest_days} if item.reattest_days else {})}
 
 
 def _item_from_json(data: dict, category: str) -> Item:
@@ -125,7 +127,7 @@ def _item_from_json(data: dict, category: str) -> Item:
                 guidance=data.get("guidance", ""), evidence=tuple(data.get("evidence", ())),
                 weight=data["weight"], critical=data["critical"],
                 tiers=tuple(data["tiers"]), probe=data.get("probe"),
-                replaces=tuple(data.get("replaces", ())))
+                replaces=tuple(data.get("replaces", ())), reattest_days=data.get("reattest_days"))
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ class _ItemSchema(_Schema):
     tiers: list[int] = list(TIERS)
     probe: str | None = None
     replaces: list[Annotated[str, StringConstraints(pattern=KEY_PATTERN)]] = []
+    reattest_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
     @field_validator("tiers")
     @classmethod
@@ -375,7 +378,8 @@ def _build(doc: _ChecklistSchema, content_hash: str) -> Checklist:
         Category(key=c.key, title=c.title, description=c.description.strip(), items=tuple(
             Item(key=i.key, title=i.title, category=c.key, guidance=i.guidance.strip(),
                  evidence=tuple(i.evidence), weight=i.weight, critical=i.critical,
-                 tiers=tuple(i.tiers), probe=i.probe, replaces=tuple(i.replaces))
+                 tiers=tuple(i.tiers), probe=i.probe, replaces=tuple(i.replaces),
+                 reattest_days=i.reattest_days)
             for i in c.items))
         for c in doc.categories
     )

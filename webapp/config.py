@@ -109,6 +109,8 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
         "PROBE_DEADLINE_SECONDS": _int(env, "PROBE_DEADLINE_SECONDS", 10, 1, 60),
         "PROBE_CONCURRENCY": _int(env, "PROBE_CONCURRENCY", 100, 1, 1000),
         "PROBE_RETENTION_DAYS": _int(env, "PROBE_RETENTION_DAYS", 30, 1, 3650),
+        "ATTENTION_ASSESSMENT_DAYS": _int(env, "ATTENTION_ASSESSMENT_DAYS", 90, 1, 3650),
+        "EVIDENCE_REATTEST_DAYS": _int(env, "EVIDENCE_REATTEST_DAYS", 180, 1, 3650),
         "LOG_FORMAT": env.get("LOG_FORMAT", "json" if production else "text"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),

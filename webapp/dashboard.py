@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from sqlalchemy import Select, case, func, literal, or_, select
 from sqlalchemy.orm import aliased, selectinload
@@ -28,7 +28,6 @@ from webapp.models import (
     ServiceCheck,
     Team,
     User,
-    Waiver,
     utcnow,
 )
 
@@ -542,43 +541,22 @@ def to_csv(rows: list[DashboardRow]) -> str:
 
 # Keeping the read model filled ---------------------------------------------------------
 
-def stale_by_waiver(now: datetime) -> list[int]:
-    """Open assessments scored while an approved waiver was live that has expired since:
-    their stored verdict may count an item as covered that no longer is."""
-    rows = db.session.execute(
-        select(Assessment.id, Assessment.scored_at, func.max(Waiver.expires_on))
-        .join(Answer, Answer.assessment_id == Assessment.id).join(Waiver, Waiver.answer_id == Answer.id)
-        .where(Assessment.state.in_(OPEN_STATES), Assessment.scored_at.is_not(None),
-               Waiver.state == "approved", Waiver.expires_on < now.date())
-        .group_by(Assessment.id, Assessment.scored_at))
-    return [assessment_id for assessment_id, scored_at, expires_on in rows
-            if scored_at <= datetime(expires_on.year, expires_on.month, expires_on.day, 23, 59, 59,
-                                     tzinfo=UTC)]
-
-
 def rescore(*, everything: bool = False, batch_size: int = 200, now: datetime | None = None,
             commit: Callable[[], None] | None = None) -> int:
     """Fill the read model: score assessments with no stored score (scored_at NULL, e.g. rows
-    older than the read model) or a stale one (`stale_by_waiver`); every assessment with
+    older than the read model), then catch up open ones whose approved waiver lapsed since
+    they were scored (`assessments.rescore_lapsed_waivers`); every assessment with
     `everything`. Answers and waivers are loaded a batch at a time (a few queries per batch,
     not one per answer); `commit` runs after each batch. Returns how many were scored.
-    When nothing needs it, this costs two small queries."""
-    from webapp.assessments import refresh_score
+    When nothing needs it, this costs a few small queries."""
+    from webapp.assessments import refresh_score, rescore_lapsed_waivers
 
     now = now or utcnow()
-    pending = set(stale_by_waiver(now)) if not everything else set()
     condition = literal(True) if everything else Assessment.scored_at.is_(None)
     done, last_id = 0, 0
-    while True:
-        ids = list(db.session.scalars(select(Assessment.id).where(condition, Assessment.id > last_id)
-                                      .order_by(Assessment.id).limit(batch_size)))
-        if ids:
-            last_id = ids[-1]
-            pending.difference_update(ids)
-        else:
-            ids, pending = sorted(pending)[:batch_size], set(sorted(pending)[batch_size:])
-            if not ids:
-                return done
+    while ids := list(db.session.scalars(select(Assessment.id).where(condition, Assessment.id > last_id)
+                                         .order_by(Assessment.id).limit(batch_size))):
+        last_id = ids[-1]
         batch = db.session.scalars(
             select(Assessment).where(Assessment.id.in_(ids))
             .options(selectinload(Assessment.answers).selectinload(Answer.waivers),
@@ -592,3 +570,6 @@ def rescore(*, everything: bool = False, batch_size: int = 200, now: datetime | 
         done += len(ids)
         if commit is not None:
             commit()
+    if not everything:
+        done += rescore_lapsed_waivers(now)
+    return done

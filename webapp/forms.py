@@ -181,3 +181,18 @@ class WaiverDecisionForm(FlaskForm):
 
 class UpgradeForm(FlaskForm):
     version = HiddenField()
+
+
+class RunbookForm(FlaskForm):
+    body = TextAreaField("Runbook (markdown)", validators=[Length(max=100_000)])
+    based_on = IntegerField("based on", validators=[Optional()])
+
+
+class RunbookLinkForm(FlaskForm):
+    runbook_url = url_field("External runbook URL")
+
+
+class HandOverForm(FlaskForm):
+    new_owner_id = SelectField("New owner of the services they own", coerce=int)
+    new_backup_id = SelectField("New backup owner of the services they back up", coerce=int)
+    disable = BooleanField("Then disable the account")

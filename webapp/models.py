@@ -155,6 +155,7 @@ class Service(db.Model):
     readiness_url: Mapped[str | None] = mapped_column(String(2048))
     deep_health_url: Mapped[str | None] = mapped_column(String(2048))
     metrics_url: Mapped[str | None] = mapped_column(String(2048))
+    runbook_url: Mapped[str | None] = mapped_column(String(2048))  # an external runbook instead
     probe_interval_minutes: Mapped[int] = mapped_column(Integer, default=15)
     next_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -201,12 +202,15 @@ class RunbookRevision(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
     body: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text, default="")  # rendered once, when saved
     author_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
 
     service: Mapped[Service] = relationship(back_populates="runbook_revisions")
-    author: Mapped[User] = relationship()
+    author: Mapped[User] = relationship(foreign_keys=[author_id])
+    reviewed_by: Mapped[User | None] = relationship(foreign_keys=[reviewed_by_id])
 
 
 class ChecklistVersion(db.Model):

@@ -174,3 +174,47 @@ def _record_owner_change(service: Service, field: str, old: int | None, new: int
                          actor: User) -> None:
     db.session.add(OwnershipChange(service_id=service.id, field=field.removesuffix("_id"),
                                    from_user_id=old, to_user_id=new, changed_by_id=actor.id))
+
+
+# Hand-over -----------------------------------------------------------------------------
+
+def services_of(user: User) -> list[Service]:
+    """Live services the person owns or backs up."""
+    return list(db.session.scalars(
+        select(Service).where(Service.lifecycle != "retired",
+                              (Service.owner_id == user.id) | (Service.backup_owner_id == user.id))
+        .order_by(Service.name)))
+
+
+def hand_over(leaver: User, new_owner: User | None, new_backup: User | None, actor: User) -> int:
+    """Give every live service the leaver owns to `new_owner`, and every one they back up to
+    `new_backup`; each change is kept in the ownership history. Where the successor already
+    holds the other role on a service, they take this one and the other falls empty (one
+    person cannot be both). Returns how many services changed."""
+    if leaver in (new_owner, new_backup):
+        raise RegistryError("Hand over to someone other than the person leaving.")
+    for successor in (new_owner, new_backup):
+        if successor is not None and successor.disabled_at is not None:
+            raise RegistryError(f"{successor.name}'s account is disabled: pick someone active.")
+    changed = 0
+    for service in services_of(leaver):
+        updates = {}
+        if service.owner_id == leaver.id:
+            updates["owner_id"] = new_owner.id if new_owner else None
+        if service.backup_owner_id == leaver.id:
+            updates["backup_owner_id"] = new_backup.id if new_backup else None
+        owner = updates.get("owner_id", service.owner_id)
+        if owner is not None and owner == updates.get("backup_owner_id", service.backup_owner_id):
+            other = "backup_owner_id" if "owner_id" in updates else "owner_id"
+            updates[other] = None
+        before = audit.snapshot(service, ("owner_id", "backup_owner_id"))
+        for field, value in updates.items():
+            if getattr(service, field) != value:
+                _record_owner_change(service, field, getattr(service, field), value, actor)
+                setattr(service, field, value)
+        audit.record(actor, "service.hand_over", service, before=before,
+                     after=audit.snapshot(service, ("owner_id", "backup_owner_id")),
+                     service_id=service.id, team_id=service.team_id)
+        changed += 1
+    db.session.flush()
+    return changed

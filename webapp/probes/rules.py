@@ -36,6 +36,7 @@ CHECK_KINDS = (
     "security_headers",
     "correlation_id",
     "latency",
+    "runbook_link",
 )
 
 MAX_DETAILS_BYTES = 4096
@@ -848,6 +849,27 @@ async def check_latency(url: str, fetcher: Fetcher, samples: int = 3) -> CheckRe
     return judge_latency(url, results)
 
 
+async def _runbook_link(url: str, fetcher: Fetcher) -> CheckResult:
+    return judge_runbook_link(url, await fetcher.fetch(url))
+
+
+def judge_runbook_link(url: str, fetched: FetchResult) -> CheckResult:
+    """An external runbook must answer: any final status below 400 (a wiki's sign-in page
+    still proves the page is there); an address probes may not reach is left unchecked."""
+    if fetched.error_code == "ssrf_blocked":
+        return _result("runbook_link", url, "warn",
+                       "not checked: the runbook's address is not one probes may reach "
+                       "(allow it with PROBE_ALLOW_NETWORKS)", error_code=fetched.error_code,
+                       duration_ms=_elapsed(fetched))
+    if fetched.error_code:
+        return _error_result("runbook_link", url, fetched, "the runbook link")
+    if fetched.status_code and fetched.status_code >= 400:
+        return _result("runbook_link", url, "fail", f"the runbook link answered HTTP {fetched.status_code}",
+                       fetched=fetched)
+    return _result("runbook_link", url, "pass", f"the runbook link answers (HTTP {fetched.status_code})",
+                   fetched=fetched)
+
+
 async def run_check(
     kind: str,
     url: str,
@@ -869,6 +891,7 @@ async def run_check(
         "security_headers": lambda: check_security_headers(url, fetcher),
         "correlation_id": lambda: check_correlation_id(url, fetcher),
         "latency": lambda: check_latency(url, fetcher),
+        "runbook_link": lambda: _runbook_link(url, fetcher),
     }
     runner = runners.get(kind)
     if runner is None:

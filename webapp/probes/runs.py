@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app
 from sqlalchemy import delete, func, select, update
 
-from webapp import assessments
+from webapp import assessments, runbooks
 from webapp.extensions import db
 from webapp.models import (
     Answer,
     Assessment,
+    AuditEvent,
     ProbeDailyRollup,
     ProbeResult,
     ProbeRun,
-    RunbookRevision,
     Service,
     ServiceCheck,
     utcnow,
@@ -49,6 +49,8 @@ def network_targets(service: Service) -> list[tuple[str, str]]:
         targets.append(("correlation_id", service.health_url or service.base_url))
     if service.health_url:
         targets.append(("latency", service.health_url))
+    if service.runbook_url:
+        targets.append(("runbook_link", service.runbook_url))
     return targets
 
 
@@ -60,13 +62,16 @@ def check_options(service: Service, kind: str) -> dict:
 
 
 def record_checks(service: Service) -> list[CheckResult]:
-    """Checks answered from Preflight's own data: a runbook and an on-call rotation exist."""
-    runbook = db.session.scalar(select(RunbookRevision).where(RunbookRevision.service_id == service.id)
-                                .order_by(RunbookRevision.created_at.desc()).limit(1))
-    has_runbook = runbook is not None and runbook.body.strip() != ""
-    results = [CheckResult(
-        "runbook_present", "", "pass" if has_runbook else "fail",
-        "A runbook is written in Preflight." if has_runbook else "No runbook has been written for this service yet.")]
+    """Checks answered from Preflight's own data: a reviewed runbook (or an external one that
+    answers, as fetched earlier in the same run) and an on-call rotation."""
+    link_outcome = None
+    if service.runbook_url:
+        link_outcome = db.session.scalar(
+            select(ProbeResult.outcome).where(ProbeResult.service_id == service.id,
+                                              ProbeResult.kind == "runbook_link")
+            .order_by(ProbeResult.started_at.desc(), ProbeResult.id.desc()).limit(1))
+    outcome, explanation = runbooks.presence(service, runbooks.current(service), link_outcome)
+    results = [CheckResult("runbook_present", service.runbook_url or "", outcome, explanation)]
     results.append(CheckResult(
         "oncall_present", service.oncall_url or "", "pass" if service.oncall_url else "fail",
         "An on-call rotation URL is registered." if service.oncall_url
@@ -112,6 +117,10 @@ def record_latest(row: ProbeResult) -> ServiceCheck:
                              changed_at=row.finished_at or utcnow())
         db.session.add(check)
     elif check.outcome != row.outcome:
+        # A probe turning red or green is part of the service's story (its timeline).
+        db.session.add(AuditEvent(action="probe.changed", object_type="servicecheck", object_id=check.id,
+                                  service_id=row.service_id, before={"outcome": check.outcome},
+                                  after={"kind": row.kind, "outcome": row.outcome}))
         check.outcome, check.changed_at = row.outcome, row.finished_at or utcnow()
     check.result_id, check.checked_at = row.id, row.finished_at or utcnow()
     return check

@@ -8,12 +8,12 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from webapp.charts import line_chart
+from webapp.charts import Series, time_chart, uptime_bar
 from webapp.extensions import db, limiter
 from webapp.forms import ConfirmForm
 from webapp.models import ProbeResult, ProbeRun, Service, utcnow
 from webapp.permissions import can_edit_services, require
-from webapp.probes import runs
+from webapp.probes import history, runs
 
 bp = Blueprint("probes", __name__)
 
@@ -24,16 +24,15 @@ def show(service_id: int):
     """Latest result per check, uptime and latency over 7 days, recent runs."""
     service = db.get_or_404(Service, service_id)
     since = utcnow() - timedelta(days=7)
-    health = db.session.scalars(
-        select(ProbeResult).where(ProbeResult.service_id == service.id, ProbeResult.kind == "health",
-                                  ProbeResult.started_at >= since).order_by(ProbeResult.started_at)).all()
     recent_runs = db.session.scalars(select(ProbeRun).where(ProbeRun.service_id == service.id)
                                      .order_by(ProbeRun.started_at.desc()).limit(10)).all()
     return render_template(
         "probes/show.html", service=service, latest=runs.latest_results(service),
         uptime=runs.uptime(service, "health", since), targets=runs.network_targets(service),
-        latency_chart=line_chart([r.latency_ms if r.outcome != "error" else None for r in health],
-                                 label="Health latency", unit=" ms"),
+        latency_chart=time_chart([Series("Health check latency", history.latency(service.id, "health", since))],
+                                 title="Health check latency over 7 days, in milliseconds", unit=" ms"),
+        uptime_chart=uptime_bar(history.daily(service.id, "health", days=30),
+                                title="Health checks, day by day over 30 days"),
         recent_runs=recent_runs, can_edit=can_edit_services(current_user, service.team),
         confirm_form=ConfirmForm())
 

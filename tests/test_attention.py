@@ -1,0 +1,219 @@
+"""Needs attention (each rule with a frozen clock), the page and its filters, My work, and
+constant query counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import event
+
+from tests.factories import MembershipFactory, ServiceFactory, UserFactory
+from webapp import attention, catalog
+from webapp.extensions import db
+from webapp.models import (
+    Answer,
+    Assessment,
+    Evidence,
+    RunbookRevision,
+    ServiceCheck,
+    Waiver,
+)
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+ITEM = "health_checks_configured"
+
+
+def healthy_service(team=None, owner=None, **fields):
+    """A service with nothing to flag: owners, on-call, a recent assessment, a reviewed runbook."""
+    owner, backup = owner or UserFactory(), UserFactory()
+    service = ServiceFactory(owner=owner, backup_owner=backup, oncall_url="https://oncall.example.test/x",
+                             **({"team": team} if team else {}), **fields)
+    version = catalog.latest_version("production-readiness")
+    assessment = Assessment(service=service, checklist_version=version, created_by_id=owner.id,
+                            created_at=NOW - timedelta(days=10))
+    db.session.add(assessment)
+    db.session.add(RunbookRevision(service_id=service.id, body="# Runbook", author_id=owner.id,
+                                   created_at=NOW - timedelta(days=30), reviewed_at=NOW - timedelta(days=5)))
+    db.session.flush()
+    return service, assessment
+
+
+def answer(assessment, status="met", key=ITEM) -> Answer:
+    row = Answer(assessment_id=assessment.id, item_key=key, status=status, note="", source="manual")
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
+@pytest.fixture
+def synced(app):
+    catalog.sync(force=True)
+    db.session.commit()
+
+
+def kinds_for(service) -> list[str]:
+    return sorted(a.kind for a in attention.collect(attention.scope_for(), now=NOW) if a.service_id == service.id)
+
+
+def test_a_service_in_order_needs_nothing(synced):
+    service, _ = healthy_service()
+    assert kinds_for(service) == []
+
+
+def test_each_rule_flags_what_is_true(synced):
+    failing, _ = healthy_service()
+    db.session.add(ServiceCheck(service_id=failing.id, kind="health", outcome="fail",
+                                checked_at=NOW, changed_at=NOW - timedelta(hours=3)))
+    db.session.add(ServiceCheck(service_id=failing.id, kind="metrics", outcome="pass", checked_at=NOW, changed_at=NOW))
+
+    waived, waived_assessment = healthy_service()
+    for key, expires in ((ITEM, NOW.date() + timedelta(days=5)), ("readiness_checks_configured", NOW.date() - timedelta(days=1)),
+                         ("structured_logging", NOW.date() + timedelta(days=60))):
+        row = answer(waived_assessment, "not_met", key)
+        db.session.add(Waiver(answer_id=row.id, reason="r", compensating_control="c", risk_owner_id=waived.owner_id,
+                              expires_on=expires, state="approved", requested_by_id=waived.owner_id))
+
+    broken, broken_assessment = healthy_service()
+    row = answer(broken_assessment)
+    db.session.add_all([Evidence(answer_id=row.id, url="https://x.example.test/a", title="a", check_ok=False,
+                                 checked_at=NOW, added_at=NOW - timedelta(days=3)),
+                        Evidence(answer_id=row.id, url="https://x.example.test/b", title="b", check_ok=True,
+                                 checked_at=NOW, added_at=NOW - timedelta(days=3))])
+
+    unowned, _ = healthy_service()
+    unowned.backup_owner_id, unowned.oncall_url = None, None
+
+    stale, stale_assessment = healthy_service()
+    stale_assessment.created_at = NOW - timedelta(days=100)
+
+    never = ServiceFactory(owner=UserFactory(), backup_owner=UserFactory(), oncall_url="https://oncall.example.test/y",
+                           runbook_url="https://wiki.example.test/rb")
+
+    old_evidence, old_assessment = healthy_service()
+    row = answer(old_assessment)
+    db.session.add(Evidence(answer_id=row.id, url="https://x.example.test/old", title="old", check_ok=True,
+                            added_at=NOW - timedelta(days=200)))
+    unanswered = Answer(assessment_id=old_assessment.id, item_key="structured_logging", status=None, note="")
+    db.session.add(unanswered)
+    db.session.flush()
+    db.session.add(Evidence(answer_id=unanswered.id, url="https://x.example.test/u", title="u",
+                            added_at=NOW - timedelta(days=200)))  # unanswered: not re-attested, not "not met"
+
+    unreviewed, _ = healthy_service()
+    db.session.add(RunbookRevision(service_id=unreviewed.id, body="# v2", author_id=unreviewed.owner_id,
+                                   created_at=NOW - timedelta(days=1)))
+    db.session.commit()
+
+    assert kinds_for(failing) == ["probe_failing"]
+    assert kinds_for(waived) == ["waiver_expired", "waiver_expiring"]
+    assert kinds_for(broken) == ["evidence_broken"]
+    assert kinds_for(unowned) == ["ownership"]
+    assert kinds_for(stale) == ["assessment_stale"]
+    assert kinds_for(never) == ["assessment_stale"]  # linked runbook: no runbook row for it
+    assert kinds_for(old_evidence) == ["evidence_stale"]
+    assert kinds_for(unreviewed) == ["runbook"]
+
+    found = {a.service_id: a for a in attention.collect(attention.scope_for(), now=NOW)}
+    assert "health" in found[failing.id].problem and "metrics" not in found[failing.id].problem
+    assert found[unowned.id].problem == "No backup owner, no on-call rotation."
+    assert "1 evidence link" in found[old_evidence.id].problem
+    assert found[never.id].problem == "Never assessed."
+
+
+def test_item_reattest_days_shortens_the_period(synced, tmp_path, app):
+    service, assessment = healthy_service()
+    row = answer(assessment)
+    db.session.add(Evidence(answer_id=row.id, url="https://x.example.test/a", title="a",
+                            added_at=NOW - timedelta(days=40)))
+    db.session.commit()
+    assert kinds_for(service) == []
+    checklist = catalog.checklist_of(assessment.checklist_version)
+    item = checklist.item(ITEM)
+    object.__setattr__(item, "reattest_days", 30)  # as if the file said reattest_days: 30
+    try:
+        assert kinds_for(service) == ["evidence_stale"]
+    finally:
+        object.__setattr__(item, "reattest_days", None)
+
+
+def test_page_filters_and_links(client, auth, synced):
+    member = MembershipFactory(role="member")
+    mine, _ = healthy_service(team=member.team)
+    mine.oncall_url = None
+    other, _ = healthy_service()
+    other.owner_id = None
+    db.session.commit()
+    auth.login(member.user)
+    page = client.get("/attention").get_data(as_text=True)
+    assert mine.name in page and other.name in page and "No on-call rotation." in page
+    page = client.get("/attention?mine=1").get_data(as_text=True)
+    assert mine.name in page and other.name not in page
+    page = client.get(f"/attention?team={other.team_id}").get_data(as_text=True)
+    assert other.name in page and mine.name not in page
+    page = client.get("/attention?kind=probe_failing").get_data(as_text=True)
+    assert "Nothing needs attention" in page
+    assert client.get("/attention?kind=<script>&page=-4").status_code == 200
+    assert client.get(f"/services/{mine.id}/edit").status_code == 200  # the ownership row's link works
+
+
+def test_my_work_lists_my_services_waivers_and_reviews(client, auth, synced):
+    me = UserFactory(is_reviewer=True)
+    mine, assessment = healthy_service()
+    mine.owner_id = me.id
+    row = answer(assessment, "not_met")
+    requester = UserFactory()
+    db.session.add_all([
+        Waiver(answer_id=row.id, reason="r", compensating_control="c", risk_owner_id=me.id,
+               expires_on=date(2027, 1, 1), requested_by_id=requester.id),
+    ])
+    other_row = answer(assessment, "not_met", "structured_logging")
+    db.session.add(Waiver(answer_id=other_row.id, reason="r", compensating_control="c", risk_owner_id=me.id,
+                          expires_on=date(2027, 1, 1), requested_by_id=me.id))
+    assessment.state = "in_review"
+    db.session.commit()
+    auth.login(me)
+    page = client.get("/my-work").get_data(as_text=True)
+    assert mine.name in page and "Owner" in page
+    decide = page.split("Waivers waiting for my decision")[1].split("My waiver requests")[0]
+    assert "health checks configured" in decide and "structured logging" not in decide  # never my own
+    mine_requests = page.split("My waiver requests")[1].split("Assessments in review")[0]
+    assert "structured logging" in mine_requests
+    assert "submitted" in page.split("Assessments in review")[1]
+
+
+def _queries(client, url: str) -> int:
+    statements = []
+
+    def count(*_args):
+        statements.append(1)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        assert client.get(url).status_code == 200
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    return len(statements)
+
+
+def test_query_counts_do_not_grow_with_services(client, auth, synced):
+    me = UserFactory()
+    db.session.commit()
+    auth.login(me)
+
+    def add(n):
+        for _ in range(n):
+            service, assessment = healthy_service(owner=me)
+            service.oncall_url = None
+            db.session.add(ServiceCheck(service_id=service.id, kind="health", outcome="fail",
+                                        checked_at=NOW, changed_at=NOW))
+            row = answer(assessment)
+            db.session.add(Evidence(answer_id=row.id, url="https://x.example.test/a", title="a", check_ok=False))
+        db.session.commit()
+
+    add(10)
+    small = (_queries(client, "/attention"), _queries(client, "/my-work"))
+    add(190)
+    large = (_queries(client, "/attention"), _queries(client, "/my-work"))
+    assert small == large, (small, large)
+    assert large[0] <= 15 and large[1] <= 20

@@ -1,0 +1,82 @@
+"""A service's timeline: its audit events told as sentences, grouped into kinds people filter
+by (answers, probes, owners, runbook, waivers, reviews, the service itself)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, or_, select
+
+from webapp.models import AuditEvent
+
+# kind -> (label, action prefixes)
+KINDS = {
+    "answers": ("Answers and evidence", ("answer.", "evidence.", "assessment.start", "assessment.upgrade")),
+    "probes": ("Probes", ("probe.",)),
+    "owners": ("Owners", ("service.hand_over",)),
+    "runbook": ("Runbook", ("runbook.",)),
+    "waivers": ("Waivers", ("waiver.",)),
+    "reviews": ("Reviews and sign-off", ("assessment.submit", "assessment.sign", "assessment.reject",
+                                         "signoff.", "review.", "report.", "condition.")),
+    "service": ("Service", ("service.create", "service.update", "service.retire")),
+}
+
+STATUS = {"met": "met", "partial": "partial", "not_met": "not met", "n_a": "N/A", None: "unanswered"}
+
+
+def events(service_id: int, kind: str | None = None) -> Select:
+    """The service's events, newest first, optionally of one kind."""
+    query = select(AuditEvent).where(AuditEvent.service_id == service_id)
+    if kind in KINDS:
+        query = query.where(or_(*(AuditEvent.action.startswith(prefix, autoescape=True)
+                                  for prefix in KINDS[kind][1])))
+    return query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+
+
+def kind_of(event: AuditEvent) -> str:
+    for kind, (_label, prefixes) in KINDS.items():
+        if event.action.startswith(prefixes):
+            return kind
+    return "service"
+
+
+def _item(data: dict) -> str:
+    return str(data.get("item", "an item")).replace("_", " ")
+
+
+def describe(event: AuditEvent) -> str:
+    """One sentence saying what happened (who and when are shown beside it)."""
+    after, before = event.after or {}, event.before or {}
+    action = event.action
+    if action == "answer.set":
+        return f"Answered “{_item(after)}”: {STATUS.get(after.get('status'), after.get('status'))}."
+    if action == "evidence.add":
+        return f"Added evidence to “{_item(after)}”: {after.get('url', '')}"
+    if action == "evidence.remove":
+        return f"Removed evidence from “{_item(before)}”: {before.get('url', '')}"
+    if action == "assessment.start":
+        copied = " (answers copied)" if after.get("copied_from") else ""
+        return f"Started an assessment against {after.get('checklist', 'a checklist')} v{after.get('version', '?')}{copied}."
+    if action == "assessment.upgrade":
+        return f"Moved an assessment from checklist v{before.get('version', '?')} to v{after.get('version', '?')}."
+    if action == "assessment.submit":
+        return "Submitted an assessment for review."
+    if action.startswith("waiver."):
+        verb = {"waiver.request": "Requested", "waiver.approved": "Approved", "waiver.declined": "Declined"}
+        return f"{verb.get(action, action.split('.', 1)[1].capitalize())} a waiver for “{_item(after)}”."
+    if action == "probe.changed":
+        return (f"Probe {str(after.get('kind', '?')).replace('_', ' ')} turned "
+                f"{after.get('outcome', '?')} (was {before.get('outcome', 'never run')}).")
+    if action == "service.hand_over" or (action == "service.update" and ("owner_id" in after or "backup_owner_id" in after)):
+        return "Changed the owners."
+    if action == "service.create":
+        return "Registered the service."
+    if action == "service.update":
+        return "Edited " + ", ".join(sorted(k.replace("_", " ") for k in after)) + "."
+    if action == "service.retire":
+        return "Retired the service."
+    if action == "runbook.edit":
+        return "Edited the runbook."
+    if action == "runbook.review":
+        return "Marked the runbook reviewed."
+    if action == "runbook.link":
+        return f"Linked an external runbook: {after.get('runbook_url') or 'removed'}."
+    return action.replace(".", ": ").replace("_", " ").capitalize() + "."

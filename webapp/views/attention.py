@@ -1,0 +1,82 @@
+"""Needs attention across services, and "My work": what is waiting for the signed-in person."""
+
+from __future__ import annotations
+
+from math import ceil
+
+from flask import Blueprint, render_template, request
+from flask_login import current_user, login_required
+from sqlalchemy import func, or_, select
+
+from webapp import attention
+from webapp.extensions import db
+from webapp.models import Answer, Assessment, Membership, Service, Team, Waiver
+from webapp.permissions import can_review
+
+bp = Blueprint("attention", __name__)
+
+PER_PAGE = 50
+
+
+@bp.get("/attention")
+@login_required
+def index():
+    """Everything that needs attention, most urgent first; filter by kind, team or "mine"."""
+    kind = request.args.get("kind", "")
+    kind = kind if kind in attention.KINDS else ""
+    team_id = request.args.get("team", type=int)
+    mine = request.args.get("mine") == "1"
+    scope = attention.scope_for(current_user if mine else None, team_id)
+    found = attention.collect(scope)
+    tally = attention.counts(found)
+    if kind:
+        found = [item for item in found if item.kind == kind]
+    pages = max(1, ceil(len(found) / PER_PAGE))
+    page = min(max(request.args.get("page", 1, type=int), 1), pages)
+    teams = db.session.execute(select(Team.id, Team.name).order_by(Team.name)).all()
+    state = {k: v for k, v in (("kind", kind), ("team", team_id), ("mine", "1" if mine else None)) if v}
+    return render_template("attention/index.html", items=found[(page - 1) * PER_PAGE: page * PER_PAGE],
+                           total=len(found), tally=tally, kinds=attention.KINDS, kind=kind, team_id=team_id,
+                           mine=mine, teams=teams, page=page, pages=pages, state=state)
+
+
+@bp.get("/my-work")
+@login_required
+def mine():
+    """The services I own or back up, my teams, the waivers and reviews waiting for me."""
+    me = current_user
+    current = attention.current_assessments(attention.scope_for())
+    my_services = db.session.execute(
+        select(Service, Team.name, Assessment)
+        .join(Team, Team.id == Service.team_id)
+        .outerjoin(current, current.c.service_id == Service.id)
+        .outerjoin(Assessment, Assessment.id == current.c.id)
+        .where(Service.lifecycle != "retired", or_(Service.owner_id == me.id, Service.backup_owner_id == me.id))
+        .order_by(Team.name, Service.name)).all()
+    service_counts = (select(Service.team_id, func.count(Service.id).label("n"))
+                      .where(Service.lifecycle != "retired").group_by(Service.team_id).subquery())
+    my_teams = db.session.execute(
+        select(Team, Membership.role, func.coalesce(service_counts.c.n, 0))
+        .join(Membership, Membership.team_id == Team.id)
+        .outerjoin(service_counts, service_counts.c.team_id == Team.id)
+        .where(Membership.user_id == me.id).order_by(Team.name)).all()
+    waiver_query = (select(Waiver, Answer.item_key, Assessment.id, Service.name)
+                    .join(Answer, Waiver.answer_id == Answer.id)
+                    .join(Assessment, Assessment.id == Answer.assessment_id)
+                    .join(Service, Service.id == Assessment.service_id)
+                    .where(Waiver.state == "requested", Assessment.state.in_(("draft", "in_review")))
+                    .order_by(Waiver.requested_at))
+    if can_review(me):  # four eyes: never your own request
+        waivers_to_decide = db.session.execute(waiver_query.where(Waiver.requested_by_id != me.id)).all()
+    else:
+        waivers_to_decide = []
+    my_requests = db.session.execute(waiver_query.where(Waiver.requested_by_id == me.id)).all()
+    review_query = (select(Assessment, Service.name).join(Service, Service.id == Assessment.service_id)
+                    .where(Assessment.state == "in_review").order_by(Assessment.submitted_at))
+    if not can_review(me):
+        review_query = review_query.where(or_(Service.owner_id == me.id, Service.backup_owner_id == me.id))
+    reviews = db.session.execute(review_query.limit(100)).all()
+    items = attention.collect(attention.scope_for(me))
+    return render_template("attention/mine.html", my_services=my_services, my_teams=my_teams,
+                           waivers_to_decide=waivers_to_decide, my_requests=my_requests, reviews=reviews,
+                           items=items[:15], items_total=len(items), can_review=can_review(me))
