@@ -6,6 +6,7 @@ except `rescore`, which fills the read model for rows that predate it."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from collections import defaultdict
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
-from sqlalchemy import Select, case, func, literal, or_, select
+from sqlalchemy import Integer, Select, bindparam, case, func, literal, or_, select
 from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -303,12 +304,23 @@ def _probe_worst():
             .group_by(ServiceCheck.service_id).subquery("probe_worst"))
 
 
-def _base(query: Query, user_id: int | None, extra_columns: tuple = ()) -> tuple[Select, dict]:
-    """The joined, filtered statement every dashboard read starts from, and its columns by name."""
+@dataclass(frozen=True)
+class _Shape:
+    """The joined statements every list starts from, built once per process: constructing
+    them costs more than SQLite takes to run them. The viewer is a bound parameter."""
+
+    rows: Select
+    tiles: Select
+    columns: dict
+    mine: object
+
+
+@functools.cache
+def _shape() -> _Shape:
     working_ids, signed_ids, probes = _working_ids(), _signed_ids(), _probe_worst()
-    my_teams = select(Membership.team_id).where(Membership.user_id == (user_id or -1))
-    mine = or_(Service.owner_id == (user_id or -1), Service.backup_owner_id == (user_id or -1),
-               Service.team_id.in_(my_teams))
+    viewer = bindparam("viewer_id", type_=Integer)
+    my_teams = select(Membership.team_id).where(Membership.user_id == viewer)
+    mine = or_(Service.owner_id == viewer, Service.backup_owner_id == viewer, Service.team_id.in_(my_teams))
     verdict = func.coalesce(working_a.verdict, signed_a.verdict)
     columns = {
         "verdict": verdict,
@@ -316,20 +328,31 @@ def _base(query: Query, user_id: int | None, extra_columns: tuple = ()) -> tuple
         "score": func.coalesce(working_a.score, signed_a.score),
         "mine": case((mine, literal(True)), else_=literal(False)),
         "assessed": func.coalesce(working_a.updated_at, signed_a.decided_at),
+        "probe_severity": probes.c.severity,
+        "probe_checked_at": probes.c.checked_at,
     }
-    stmt = (select(*extra_columns)
-            .select_from(Service)
-            .join(Team, Team.id == Service.team_id)
-            .outerjoin(owner_u, owner_u.id == Service.owner_id)
-            .outerjoin(working_ids, working_ids.c.service_id == Service.id)
-            .outerjoin(working_a, working_a.id == working_ids.c.id)
-            .outerjoin(signed_ids, signed_ids.c.service_id == Service.id)
-            .outerjoin(signed_a, signed_a.id == signed_ids.c.id)
-            .outerjoin(probes, probes.c.service_id == Service.id))
-    columns["probe_severity"] = probes.c.severity
-    columns["probe_checked_at"] = probes.c.checked_at
-    stmt = _filter(stmt, query, columns, mine)
-    return stmt, columns
+
+    def joined(*selected) -> Select:
+        return (select(*selected)
+                .select_from(Service)
+                .join(Team, Team.id == Service.team_id)
+                .outerjoin(owner_u, owner_u.id == Service.owner_id)
+                .outerjoin(working_ids, working_ids.c.service_id == Service.id)
+                .outerjoin(working_a, working_a.id == working_ids.c.id)
+                .outerjoin(signed_ids, signed_ids.c.service_id == Service.id)
+                .outerjoin(signed_a, signed_a.id == signed_ids.c.id)
+                .outerjoin(probes, probes.c.service_id == Service.id))
+
+    rows = joined(*_ROW_COLUMNS, columns["mine"].label("mine"), probes.c.severity.label("probe_severity"),
+                  probes.c.checked_at.label("probe_checked_at"))
+    tiles = (joined(Service.team_id, Team.name, Service.tier, verdict.label("verdict"), func.count().label("n"),
+                    func.count(columns["score"]).label("scored"), func.sum(columns["score"]).label("score_sum"))
+             .group_by(Service.team_id, Team.name, Service.tier, verdict))
+    return _Shape(rows, tiles, columns, mine)
+
+
+def _viewer(user_id: int | None) -> dict:
+    return {"viewer_id": user_id or -1}
 
 
 def _filter(stmt: Select, query: Query, columns: dict, mine) -> Select:
@@ -408,14 +431,11 @@ def _row(r) -> DashboardRow:
 def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
                 offset: int = 0, trend_points: int = TREND_POINTS) -> list[DashboardRow]:
     """Rows matching `query`, sorted, in two queries (rows, then their trends)."""
-    base, columns = _base(query, user_id)
-    stmt = base.add_columns(*_ROW_COLUMNS, columns["mine"].label("mine"),
-                            columns["probe_severity"].label("probe_severity"),
-                            columns["probe_checked_at"].label("probe_checked_at"))
-    stmt = stmt.order_by(*_order(query, columns))
+    shape = _shape()
+    stmt = _filter(shape.rows, query, shape.columns, shape.mine).order_by(*_order(query, shape.columns))
     if limit is not None:
         stmt = stmt.limit(limit).offset(offset)
-    rows = [_row(r) for r in db.session.execute(stmt)]
+    rows = [_row(r) for r in db.session.execute(stmt, _viewer(user_id))]
     if trend_points and rows:
         trends = score_trends([row.service_id for row in rows], trend_points)
         rows = [replace(row, trend=tuple(trends.get(row.service_id, ()))) for row in rows]
@@ -424,16 +444,13 @@ def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
 
 def summary(query: Query, user_id: int | None) -> Summary:
     """Counts by verdict and tier and average score by team, in one grouped query."""
-    base, columns = _base(query, user_id)
-    stmt = (base.add_columns(Service.team_id, Team.name, Service.tier, columns["verdict"].label("verdict"),
-                             func.count().label("n"), func.count(columns["score"]).label("scored"),
-                             func.sum(columns["score"]).label("score_sum"))
-            .group_by(Service.team_id, Team.name, Service.tier, columns["verdict"]))
+    shape = _shape()
+    stmt = _filter(shape.tiles, query, shape.columns, shape.mine)
     by_verdict = dict.fromkeys((*VERDICTS, NOT_ASSESSED), 0)
     by_tier = dict.fromkeys((1, 2, 3), 0)
     teams: dict[int, list] = {}
     total = 0
-    for team_id, team_name, tier, verdict, n, scored, score_sum in db.session.execute(stmt):
+    for team_id, team_name, tier, verdict, n, scored, score_sum in db.session.execute(stmt, _viewer(user_id)):
         total += n
         by_verdict[verdict or NOT_ASSESSED] = by_verdict.get(verdict or NOT_ASSESSED, 0) + n
         by_tier[tier] = by_tier.get(tier, 0) + n
@@ -492,12 +509,8 @@ def dashboard(query: Query, user_id: int | None, per_page: int = PAGE_SIZE) -> P
 def service_row(service_id: int, user_id: int | None = None,
                 trend_points: int = TREND_POINTS) -> DashboardRow | None:
     """The dashboard row of one service, retired or not."""
-    base, columns = _base(Query(lifecycle="all"), user_id)
-    stmt = base.add_columns(*_ROW_COLUMNS, columns["mine"].label("mine"),
-                            columns["probe_severity"].label("probe_severity"),
-                            columns["probe_checked_at"].label("probe_checked_at")
-                            ).where(Service.id == service_id)
-    found = db.session.execute(stmt).first()
+    stmt = _shape().rows.where(Service.id == service_id)
+    found = db.session.execute(stmt, _viewer(user_id)).first()
     if found is None:
         return None
     row = _row(found)

@@ -46,6 +46,7 @@ from webapp.models import (
     Waiver,
     utcnow,
 )
+from webapp.presentation import render_markdown
 
 PASSWORD = "preflight-demo"
 EMAIL_DOMAIN = "demo.preflight.test"
@@ -295,10 +296,11 @@ def seed_runbook(ctx: Context, service: DemoService) -> None:
     for number in range(revisions):
         created = ctx.now - timedelta(days=30 * (revisions - number) + ctx.rng.randint(0, 20))
         reviewed = created + timedelta(days=2) if ctx.rng.random() < 0.6 else None
+        body = (f"# {service.slug} runbook (revision {number + 1})\n\n## Paging\n"
+                "Check the dashboard, then the last deploy.\n\n## Rollback\n`deploy rollback`\n")
         ctx.writer.add(RunbookRevision, service_id=service.id, author_id=ctx.rng.choice(service.members),
-                       body=f"# {service.slug} runbook (revision {number + 1})\n\n## Paging\n"
-                            "Check the dashboard, then the last deploy.\n\n## Rollback\n`deploy rollback`\n",
-                       created_at=created, reviewed_at=reviewed)
+                       body=body, body_html=str(render_markdown(body)), created_at=created,
+                       reviewed_at=reviewed, reviewed_by_id=service.members[0] if reviewed else None)
 
 
 # Assessments --------------------------------------------------------------------------
