@@ -275,33 +275,36 @@ signed_a = aliased(Assessment, name="signed")
 owner_u = aliased(User, name="owner")
 
 
-def _working_ids():
-    """Per service, the open assessment to show: in review before draft (a newer, empty
-    draft never hides the one being reviewed), then the newest."""
-    rank = func.row_number().over(
-        partition_by=Assessment.service_id,
-        order_by=(case((Assessment.state == "in_review", 0), else_=1),
-                  Assessment.created_at.desc(), Assessment.id.desc()))
-    ranked = (select(Assessment.id, Assessment.service_id, rank.label("rank"))
-              .where(Assessment.state.in_(OPEN_STATES)).subquery("working_ranked"))
-    return select(ranked.c.id, ranked.c.service_id).where(ranked.c.rank == 1).subquery("working_ids")
+# Per service, correlated and LIMIT 1 through the service_id indexes: each service costs
+# a look at its own few rows, where a window over the whole table cost every list (and the
+# one-service page) a pass over every assessment.
+
+def _working_id():
+    """The open assessment to show: in review before draft (a newer, empty draft never hides
+    the one being reviewed), then the newest."""
+    return (select(Assessment.id)
+            .where(Assessment.service_id == Service.id, Assessment.state.in_(OPEN_STATES))
+            .order_by(case((Assessment.state == "in_review", 0), else_=1),
+                      Assessment.created_at.desc(), Assessment.id.desc())
+            .limit(1).correlate(Service).scalar_subquery())
 
 
-def _signed_ids():
-    """Per service, the latest signed-off assessment."""
-    rank = func.row_number().over(
-        partition_by=Assessment.service_id,
-        order_by=(Assessment.decided_at.desc(), Assessment.id.desc()))
-    ranked = (select(Assessment.id, Assessment.service_id, rank.label("rank"))
-              .where(Assessment.state == "signed_off").subquery("signed_ranked"))
-    return select(ranked.c.id, ranked.c.service_id).where(ranked.c.rank == 1).subquery("signed_ids")
+def _signed_id():
+    """The latest signed-off assessment."""
+    return (select(Assessment.id)
+            .where(Assessment.service_id == Service.id, Assessment.state == "signed_off")
+            .order_by(Assessment.decided_at.desc(), Assessment.id.desc())
+            .limit(1).correlate(Service).scalar_subquery())
 
 
-def _probe_worst():
+def _probe_columns():
+    """The worst latest outcome over the service's check kinds, and when it was last checked."""
     severity = case(*((ServiceCheck.outcome == o, r) for o, r in PROBE_SEVERITY.items()), else_=0)
-    return (select(ServiceCheck.service_id, func.max(severity).label("severity"),
-                   func.max(ServiceCheck.checked_at).label("checked_at"))
-            .group_by(ServiceCheck.service_id).subquery("probe_worst"))
+    worst = (select(func.max(severity)).where(ServiceCheck.service_id == Service.id)
+             .correlate(Service).scalar_subquery())
+    checked = (select(func.max(ServiceCheck.checked_at)).where(ServiceCheck.service_id == Service.id)
+               .correlate(Service).scalar_subquery())
+    return worst, checked
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,7 @@ class _Shape:
 
 @functools.cache
 def _shape() -> _Shape:
-    working_ids, signed_ids, probes = _working_ids(), _signed_ids(), _probe_worst()
+    probe_severity, probe_checked_at = _probe_columns()
     viewer = bindparam("viewer_id", type_=Integer)
     my_teams = select(Membership.team_id).where(Membership.user_id == viewer)
     mine = or_(Service.owner_id == viewer, Service.backup_owner_id == viewer, Service.team_id.in_(my_teams))
@@ -328,8 +331,8 @@ def _shape() -> _Shape:
         "score": func.coalesce(working_a.score, signed_a.score),
         "mine": case((mine, literal(True)), else_=literal(False)),
         "assessed": func.coalesce(working_a.updated_at, signed_a.decided_at),
-        "probe_severity": probes.c.severity,
-        "probe_checked_at": probes.c.checked_at,
+        "probe_severity": probe_severity,
+        "probe_checked_at": probe_checked_at,
     }
 
     def joined(*selected) -> Select:
@@ -337,14 +340,11 @@ def _shape() -> _Shape:
                 .select_from(Service)
                 .join(Team, Team.id == Service.team_id)
                 .outerjoin(owner_u, owner_u.id == Service.owner_id)
-                .outerjoin(working_ids, working_ids.c.service_id == Service.id)
-                .outerjoin(working_a, working_a.id == working_ids.c.id)
-                .outerjoin(signed_ids, signed_ids.c.service_id == Service.id)
-                .outerjoin(signed_a, signed_a.id == signed_ids.c.id)
-                .outerjoin(probes, probes.c.service_id == Service.id))
+                .outerjoin(working_a, working_a.id == _working_id())
+                .outerjoin(signed_a, signed_a.id == _signed_id()))
 
-    rows = joined(*_ROW_COLUMNS, columns["mine"].label("mine"), probes.c.severity.label("probe_severity"),
-                  probes.c.checked_at.label("probe_checked_at"))
+    rows = joined(*_ROW_COLUMNS, columns["mine"].label("mine"), probe_severity.label("probe_severity"),
+                  probe_checked_at.label("probe_checked_at"))
     tiles = (joined(Service.team_id, Team.name, Service.tier, verdict.label("verdict"), func.count().label("n"),
                     func.count(columns["score"]).label("scored"), func.sum(columns["score"]).label("score_sum"))
              .group_by(Service.team_id, Team.name, Service.tier, verdict))
