@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES_URL"),
                         help="a scratch PostgreSQL database (its tables are dropped)")
     parser.add_argument("--database", help="measure this already seeded database instead of seeding")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument("--app-root", type=Path, default=REPO, help="the checkout whose webapp is measured")
     args = parser.parse_args()
     sys.path.insert(0, str(args.app_root.resolve()))
@@ -123,7 +124,7 @@ def main() -> None:
     if args.database:
         measure(args.database, args.iterations, "given database")
         return
-    backends = [("SQLite", lambda name: f"sqlite:///{scratch}/{name}.sqlite3")]
+    backends = [] if args.no_sqlite else [("SQLite", lambda name: f"sqlite:///{scratch}/{name}.sqlite3")]
     if args.postgres:
         url = args.postgres.replace("postgresql://", "postgresql+psycopg://", 1)
         backends.append(("PostgreSQL", lambda name, url=url: url))
