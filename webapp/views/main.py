@@ -41,10 +41,10 @@ def index():
                            verdicts=dashboard.VERDICTS, lifecycles=dashboard.LIFECYCLE_CHOICES)
 
 
-def _export_rows() -> list[dashboard.DashboardRow]:
+def _export_rows(*, trends: bool) -> list[dashboard.DashboardRow]:
     """Every row the dashboard's filters match, in its order (no pages)."""
     query = dashboard.Query.from_args(request.args)
-    return dashboard.select_rows(query, current_user.id)
+    return dashboard.select_rows(query, current_user.id, trend_points=dashboard.TREND_POINTS if trends else 0)
 
 
 @bp.get("/dashboard.csv")
@@ -52,7 +52,7 @@ def _export_rows() -> list[dashboard.DashboardRow]:
 def export_csv():
     """The dashboard's rows (same filters, search and order) as CSV."""
     stamp = utcnow().strftime("%Y%m%d-%H%M")
-    return Response(dashboard.to_csv(_export_rows()), mimetype="text/csv",
+    return Response(dashboard.to_csv(_export_rows(trends=False)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="preflight-dashboard-{stamp}.csv"'})
 
 
@@ -60,6 +60,6 @@ def export_csv():
 @login_required
 def export_json():
     """The dashboard's rows (same filters, search and order) as JSON."""
-    rows = _export_rows()
+    rows = _export_rows(trends=True)
     return jsonify({"generated_at": utcnow().isoformat(), "count": len(rows),
                     "services": [row.to_json() for row in rows]})
