@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
-from sqlalchemy import Integer, Select, bindparam, case, func, literal, or_, select
+from sqlalchemy import Integer, Select, bindparam, case, func, literal, or_, select, true
 from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -270,8 +270,6 @@ class Page:
 
 # The statement ---------------------------------------------------------------------------
 
-working_a = aliased(Assessment, name="working")
-signed_a = aliased(Assessment, name="signed")
 owner_u = aliased(User, name="owner")
 
 
@@ -279,22 +277,37 @@ owner_u = aliased(User, name="owner")
 # a look at its own few rows, where a window over the whole table cost every list (and the
 # one-service page) a pass over every assessment.
 
-def _working_id():
+def _working_query():
     """The open assessment to show: in review before draft (a newer, empty draft never hides
     the one being reviewed), then the newest."""
-    return (select(Assessment.id)
+    return (select(Assessment)
             .where(Assessment.service_id == Service.id, Assessment.state.in_(OPEN_STATES))
             .order_by(case((Assessment.state == "in_review", 0), else_=1),
                       Assessment.created_at.desc(), Assessment.id.desc())
-            .limit(1).correlate(Service).scalar_subquery())
+            .limit(1))
 
 
-def _signed_id():
+def _signed_query():
     """The latest signed-off assessment."""
-    return (select(Assessment.id)
+    return (select(Assessment)
             .where(Assessment.service_id == Service.id, Assessment.state == "signed_off")
             .order_by(Assessment.decided_at.desc(), Assessment.id.desc())
-            .limit(1).correlate(Service).scalar_subquery())
+            .limit(1))
+
+
+def _assessment_joins(dialect: str):
+    """(alias, join condition) for the working and the signed-off assessment. PostgreSQL
+    gets LATERAL joins: given `id = (subquery)` it hashes the whole assessment table
+    instead. SQLite has no LATERAL, and looks the id up per service just as well."""
+    joins = []
+    for name, query in (("working", _working_query()), ("signed", _signed_query())):
+        if dialect == "postgresql":
+            joins.append((aliased(Assessment, query.lateral(name), name=name), true()))
+        else:
+            alias = aliased(Assessment, name=name)
+            ids = query.with_only_columns(Assessment.id).correlate(Service).scalar_subquery()
+            joins.append((alias, alias.id == ids))
+    return joins
 
 
 def _probe_columns():
@@ -319,7 +332,8 @@ class _Shape:
 
 
 @functools.cache
-def _shape() -> _Shape:
+def _shape_for(dialect: str) -> _Shape:
+    (working_a, working_on), (signed_a, signed_on) = _assessment_joins(dialect)
     probe_severity, probe_checked_at = _probe_columns()
     viewer = bindparam("viewer_id", type_=Integer)
     my_teams = select(Membership.team_id).where(Membership.user_id == viewer)
@@ -333,6 +347,9 @@ def _shape() -> _Shape:
         "assessed": func.coalesce(working_a.updated_at, signed_a.decided_at),
         "probe_severity": probe_severity,
         "probe_checked_at": probe_checked_at,
+        "answered": working_a.answered_pct,
+        "blockers": working_a.blocker_count,
+        "signed": signed_a.decided_at,
     }
 
     def joined(*selected) -> Select:
@@ -340,15 +357,19 @@ def _shape() -> _Shape:
                 .select_from(Service)
                 .join(Team, Team.id == Service.team_id)
                 .outerjoin(owner_u, owner_u.id == Service.owner_id)
-                .outerjoin(working_a, working_a.id == _working_id())
-                .outerjoin(signed_a, signed_a.id == _signed_id()))
+                .outerjoin(working_a, working_on)
+                .outerjoin(signed_a, signed_on))
 
-    rows = joined(*_ROW_COLUMNS, columns["mine"].label("mine"), probe_severity.label("probe_severity"),
+    rows = joined(*_row_columns(working_a, signed_a), columns["mine"].label("mine"), probe_severity.label("probe_severity"),
                   probe_checked_at.label("probe_checked_at"))
     tiles = (joined(Service.team_id, Team.name, Service.tier, verdict.label("verdict"), func.count().label("n"),
                     func.count(columns["score"]).label("scored"), func.sum(columns["score"]).label("score_sum"))
              .group_by(Service.team_id, Team.name, Service.tier, verdict))
     return _Shape(rows, tiles, columns, mine)
+
+
+def _shape() -> _Shape:
+    return _shape_for(db.session.get_bind().dialect.name)
 
 
 def _viewer(user_id: int | None) -> dict:
@@ -390,29 +411,30 @@ def _order(query: Query, columns: dict) -> list:
         "lifecycle": Service.lifecycle,
         "verdict": columns["verdict_rank"],
         "score": columns["score"],
-        "answered": working_a.answered_pct,
-        "blockers": working_a.blocker_count,
+        "answered": columns["answered"],
+        "blockers": columns["blockers"],
         "probes": columns["probe_severity"],
         "owner": func.lower(owner_u.name),
         "assessed": columns["assessed"],
-        "signed": signed_a.decided_at,
+        "signed": columns["signed"],
     }[query.sort]
     primary = key.desc() if query.direction == "desc" else key.asc()
     # Rows without a value go last whichever way the column is sorted.
     return [primary.nulls_last(), func.lower(Service.name), Service.id]
 
 
-_ROW_COLUMNS = (
-    Service.id, Service.name, Service.slug, Service.team_id, Team.name.label("team_name"),
-    Service.tier, Service.lifecycle, Service.owner_id, owner_u.name.label("owner_name"),
-    owner_u.email.label("owner_email"),
-    working_a.id.label("w_id"), working_a.state.label("w_state"), working_a.score.label("w_score"),
-    working_a.verdict.label("w_verdict"), working_a.answered_pct.label("w_answered"),
-    working_a.blocker_count.label("w_blockers"), working_a.unanswered_count.label("w_unanswered"),
-    working_a.updated_at.label("w_updated_at"), working_a.scored_at.label("w_scored_at"),
-    signed_a.id.label("s_id"), signed_a.verdict.label("s_verdict"), signed_a.score.label("s_score"),
-    signed_a.decided_at.label("s_decided_at"),
-)
+def _row_columns(working_a, signed_a) -> tuple:
+    return (
+        Service.id, Service.name, Service.slug, Service.team_id, Team.name.label("team_name"),
+        Service.tier, Service.lifecycle, Service.owner_id, owner_u.name.label("owner_name"),
+        owner_u.email.label("owner_email"),
+        working_a.id.label("w_id"), working_a.state.label("w_state"), working_a.score.label("w_score"),
+        working_a.verdict.label("w_verdict"), working_a.answered_pct.label("w_answered"),
+        working_a.blocker_count.label("w_blockers"), working_a.unanswered_count.label("w_unanswered"),
+        working_a.updated_at.label("w_updated_at"), working_a.scored_at.label("w_scored_at"),
+        signed_a.id.label("s_id"), signed_a.verdict.label("s_verdict"), signed_a.score.label("s_score"),
+        signed_a.decided_at.label("s_decided_at"),
+    )
 
 
 def _row(r) -> DashboardRow:
