@@ -115,9 +115,6 @@ def _clean_database(request):
         with db.engine.begin() as connection:
             for table in reversed(db.metadata.sorted_tables):
                 connection.execute(table.delete())
-    from webapp import catalog
-
-    catalog._seen_files.clear()
 
 
 @pytest.fixture
@@ -151,3 +148,54 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pytest_unconfigure(config):
     shutil.rmtree(os.environ["PREFLIGHT_INSTANCE_PATH"], ignore_errors=True)
+
+
+# --- GET never writes (a self-contained block; owner: the "shared" engineer) ----------------
+# The rule every view follows: a GET, HEAD or OPTIONS request never writes and never commits.
+# This hook holds every test to it, on SQLite and PostgreSQL, for the test client and for live
+# servers alike: any INSERT/UPDATE/DELETE sent, or commit made, while such a request is being
+# handled fails the test that made the request, naming the method, the path and the statement.
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_WRITE_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "REPLACE"})
+
+
+def _safe_request_now() -> str | None:
+    from flask import has_request_context, request
+
+    if has_request_context() and request.method in _SAFE_METHODS:
+        return f"{request.method} {request.full_path.rstrip('?')}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _get_never_writes():
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+    violations: list[str] = []
+
+    def refuse(what: str) -> None:
+        violations.append(what)
+        raise AssertionError(what)
+
+    def before_cursor_execute(conn, cursor, statement, parameters, context, executemany):
+        where = _safe_request_now()
+        words = statement.split(None, 1)
+        if where and words and words[0].upper() in _WRITE_VERBS:
+            refuse(f"{where} wrote to the database: {' '.join(statement.split())[:200]}")
+
+    def before_commit(session):
+        where = _safe_request_now()
+        if where:
+            refuse(f"{where} committed")
+
+    event.listen(Engine, "before_cursor_execute", before_cursor_execute)
+    event.listen(Session, "before_commit", before_commit)
+    try:
+        yield violations
+    finally:
+        event.remove(Engine, "before_cursor_execute", before_cursor_execute)
+        event.remove(Session, "before_commit", before_commit)
+    assert not violations, "GET requests must never write:\n" + "\n".join(violations)

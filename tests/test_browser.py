@@ -19,6 +19,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 @pytest.fixture
 def live_server(app):
     app.config["WTF_CSRF_ENABLED"] = True  # the browser sends real tokens
+    # What `make run` does before serving: pages only read checklists, they never load files.
+    assert app.test_cli_runner().invoke(args=["checklists", "sync"]).exit_code == 0
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -63,3 +63,18 @@ def test_a_lapsed_waiver_is_rescored(app):
     # Already caught up: the next run does nothing.
     assert assessments.rescore_lapsed_waivers(now=datetime(2026, 3, 6, tzinfo=UTC)) == 0
     assert stored.scored_at - datetime(2026, 3, 5, tzinfo=UTC) < timedelta(seconds=1)
+
+
+def test_score_and_team_series_over_time(app):
+    from webapp import timeline
+
+    user, assessment = started(app)
+    for key in (ITEM, "log_rotation", "metrics_exported"):
+        assessments.record_answer(assessment, key, "met", "", user)
+        db.session.commit()
+    series = timeline.score_series(assessment.service_id)
+    assert [s.label for s in series] == [assessment.checklist_version.title]
+    scores = [score for _, score in series[0].points]
+    assert scores == sorted(scores) and len(scores) == 4  # the empty start, then one per change
+    team = timeline.team_series(assessment.service.team_id)
+    assert team[0].points[-1][1] == scores[-1]  # one service: the average is its score

@@ -225,6 +225,16 @@ class ChecklistVersion(db.Model):
     loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ChecklistRefusal(db.Model):
+    """A checklist file that failed to load, as of the content that failed. Stored so that every
+    process and host shows the same problems; the row goes when the file loads or disappears."""
+
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the refused bytes
+    problems: Mapped[list] = mapped_column(JSON)  # [{"line": int | None, "message": str}, ...]
+    refused_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Assessment(db.Model):
     __table_args__ = (
         CheckConstraint(_in("state", ASSESSMENT_STATES), name="state"),

@@ -80,3 +80,51 @@ def describe(event: AuditEvent) -> str:
     if action == "runbook.link":
         return f"Linked an external runbook: {after.get('runbook_url') or 'removed'}."
     return action.replace(".", ": ").replace("_", " ").capitalize() + "."
+
+
+def score_series(service_id: int, limit: int = 400) -> list:
+    """The service's score over time, across assessments: one series per checklist (a legend
+    appears when there is more than one), from the newest `limit` snapshots."""
+    from webapp.charts import Series
+    from webapp.extensions import db
+    from webapp.models import Assessment, ChecklistVersion, ScoreSnapshot
+
+    rows = db.session.execute(
+        select(ScoreSnapshot.at, ScoreSnapshot.score, ChecklistVersion.title)
+        .join(Assessment, Assessment.id == ScoreSnapshot.assessment_id)
+        .join(ChecklistVersion, ChecklistVersion.id == Assessment.checklist_version_id)
+        .where(ScoreSnapshot.service_id == service_id)
+        .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(limit)).all()
+    by_title: dict[str, list] = {}
+    for at, score, title in reversed(rows):
+        by_title.setdefault(title, []).append((at, score))
+    return [Series(title, points) for title, points in by_title.items()]
+
+
+def team_series(team_id: int, days: int = 180, now=None) -> list:
+    """The team's average score per day over `days`: each live service counts with its latest
+    score as of that day (a service not yet scored does not count)."""
+    from datetime import timedelta
+
+    from webapp.charts import Series
+    from webapp.extensions import db
+    from webapp.models import ScoreSnapshot, Service, utcnow
+
+    now = now or utcnow()
+    since = now - timedelta(days=days)
+    services = select(Service.id).where(Service.team_id == team_id, Service.lifecycle != "retired")
+    rows = db.session.execute(
+        select(ScoreSnapshot.service_id, ScoreSnapshot.at, ScoreSnapshot.score)
+        .where(ScoreSnapshot.service_id.in_(services), ScoreSnapshot.at >= since)
+        .order_by(ScoreSnapshot.at, ScoreSnapshot.id)).all()
+    if not rows:
+        return [Series("Team average", [])]
+    latest: dict[int, float] = {}
+    points, day = [], rows[0][1].date()
+    for service_id, at, score in rows:
+        if at.date() != day:
+            points.append((day, sum(latest.values()) / len(latest)))
+            day = at.date()
+        latest[service_id] = score
+    points.append((day, sum(latest.values()) / len(latest)))
+    return [Series("Team average", points)]

@@ -159,3 +159,16 @@ def roll_up_probe_results() -> int:
         removed = runs.roll_up_old_results(app.config["PROBE_RETENTION_DAYS"])
         db.session.commit()
         return removed
+
+
+@huey.periodic_task(crontab(minute="*"))
+def sync_checklists() -> int:
+    """Every minute: load changed checklist files into the database, so every web process
+    offers the same versions without a restart. Writes nothing when no file changed; two
+    workers syncing at once are safe (see catalog.sync)."""
+    with app_context():
+        from webapp import catalog
+
+        problems = catalog.sync()
+        db.session.commit()
+        return len(problems)

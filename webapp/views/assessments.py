@@ -50,8 +50,7 @@ def start(service_id: int):
     """Start an assessment against the latest version of a checklist, or re-assess."""
     service = db.get_or_404(Service, service_id)
     require(can_edit_services(current_user, service.team))
-    catalog.sync()
-    versions = catalog.latest_versions()
+    versions = catalog.latest_versions()  # loaded by `flask checklists sync` and the worker, never here
     form = StartAssessmentForm()
     form.checklist.choices = choices((v.id, f"{v.title} (v{v.version})") for v in versions)
     previous = next(iter(service.assessments), None)
@@ -74,7 +73,6 @@ def start(service_id: int):
             db.session.commit()
             flash("Assessment started." + (" Answers copied from the previous one." if copy_from else ""), "success")
             return redirect(url_for("assessments.show", assessment_id=assessment.id))
-    db.session.commit()  # keep any newly loaded checklist versions
     return render_template("assessments/start.html", service=service, form=form,
                            previous=previous), 400 if form.errors else 200
 
@@ -295,7 +293,6 @@ def upgrade(assessment_id: int):
     """Move an open assessment to the newest version of its checklist."""
     assessment = db.get_or_404(Assessment, assessment_id)
     require(can_edit_services(current_user, assessment.service.team))
-    catalog.sync()
     latest = catalog.latest_version(assessment.checklist_version.slug)
     if latest is None or latest.id == assessment.checklist_version_id:
         flash("This assessment already uses the newest version of its checklist.", "info")

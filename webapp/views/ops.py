@@ -51,8 +51,15 @@ def _check_queue() -> dict:
 
 
 def _check_checklists() -> dict:
-    problems = catalog.current_problems()
-    return {"status": "warn" if problems else "pass", "problems": len(problems)}
+    """From the database, so every worker and host answers alike: `warn` when a file was
+    refused (its last good version serves) or when nothing is loaded yet."""
+    try:
+        refused = catalog.refused_count()
+        loaded = len(catalog.latest_versions())
+    except Exception as exc:  # noqa: BLE001 - the database check reports the cause; don't crash the probe
+        return {"status": "fail", "error": type(exc).__name__}
+    return {"status": "warn" if refused or not loaded else "pass", "checklists": loaded, "refused_files": refused,
+            "problems": len(catalog.current_problems()) if refused else 0}
 
 
 @bp.get("/healthz")

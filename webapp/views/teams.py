@@ -7,7 +7,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 
-from webapp import accounts, dashboard, registry
+from webapp import accounts, charts, dashboard, registry, timeline
 from webapp.extensions import db
 from webapp.forms import ConfirmForm, MemberForm, TeamForm
 from webapp.models import Membership, Team, User
@@ -55,6 +55,8 @@ def show(team_id: int):
         "teams/show.html", team=team, memberships=memberships, member_form=MemberForm(),
         rows=dashboard.select_rows(query, current_user.id),
         summary=dashboard.summary(dashboard.Query(team=team.id), current_user.id),
+        score_chart=charts.time_chart(timeline.team_series(team.id), title="Average score of the team's services, per day",
+                                      y_max=100, thresholds=charts.VERDICT_THRESHOLDS),
         confirm_form=ConfirmForm(), my_role=role_in(current_user, team),
         can_manage=can_manage_team(current_user, team),
         can_edit=can_edit_services(current_user, team),
