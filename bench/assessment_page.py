@@ -4,8 +4,9 @@
 
 Builds a throwaway SQLite database (or uses DATABASE_URL), a tier-1 service with all 46
 items answered and two evidence links each, then prints median and p95 latency of
-GET /assessments/<id> and POST .../answer with HX-Request, through the Flask test client
-(no network). Numbers only; nothing is asserted.
+GET /assessments/<id>, GET of one item's panel (htmx) and POST .../answer with HX-Request,
+through the Flask test client (no network), with the SQL statements each makes. Numbers
+only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -55,7 +56,20 @@ def main() -> None:
             assert response.status_code == 200, response.status_code
         return samples
 
+    from sqlalchemy import event
+
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", lambda *_: statements.append(1))
+
+    def queries(call) -> int:
+        statements.clear()
+        call()
+        return len(statements)
+
     page = timed(lambda: client.get(f"/assessments/{assessment_id}"))
+    panel = timed(lambda: client.get(f"/assessments/{assessment_id}/items/{key}", headers={"HX-Request": "true"}))
     statuses = iter(["met", "partial"] * args.rounds)
 
     def save():
@@ -67,11 +81,14 @@ def main() -> None:
 
     saves = timed(save)
     size = len(client.get(f"/assessments/{assessment_id}").data)
-    for name, samples in (("assessment page GET", page), ("htmx answer save", saves)):
+    page_queries = queries(lambda: client.get(f"/assessments/{assessment_id}"))
+    panel_queries = queries(lambda: client.get(f"/assessments/{assessment_id}/items/{key}", headers={"HX-Request": "true"}))
+    for name, samples in (("assessment page GET", page), ("item panel GET (htmx)", panel), ("htmx answer save", saves)):
         ordered = sorted(samples)
         p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
         print(f"{name}: median {statistics.median(samples):.1f} ms, p95 {p95:.1f} ms over {len(samples)} requests")
     print(f"assessment page size: {size / 1024:.0f} KiB (46 items, 92 evidence links)")
+    print(f"SQL statements: assessment page {page_queries}, item panel {panel_queries}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,18 @@ from tests.factories import MembershipFactory, ServiceFactory, UserFactory
 from webapp import assessments, catalog
 from webapp.checklists import parse_checklist
 from webapp.extensions import db
-from webapp.models import Answer, AnswerChange, Assessment, Evidence, ScoreSnapshot, Waiver
+from webapp.models import (
+    Answer,
+    AnswerChange,
+    Assessment,
+    Evidence,
+    ProbeResult,
+    ProbeRun,
+    ScoreSnapshot,
+    ServiceCheck,
+    Waiver,
+    utcnow,
+)
 
 ITEM = "structured_logging"          # plain item, every tier
 CRITICAL = "secrets_in_environment"  # critical item
@@ -51,7 +62,7 @@ def test_answer_with_full_page_post_and_with_htmx(client, setup):
                            headers={"HX-Request": "true"})
     page = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert f'id="item-{CRITICAL}"' in page and 'id="score-header"' in page and "hx-swap-oob" in page
+    assert f'id="item-{CRITICAL}"' in page and 'id="score-bar"' in page and "hx-swap-oob" in page
     card = assessments.scorecard(assessment)
     assert card.answered == 2 and 0 < card.score < 100
     assert count(ScoreSnapshot) == 3  # the start, and one per change
@@ -97,6 +108,11 @@ def test_evidence_add_and_remove(client, setup):
     evidence = db.session.scalar(select(Evidence))
     assert evidence.title == "Logging design"
     page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    assert "https://wiki.example.test/logging" not in page  # the row shows a count; the panel the links
+    assert 'title="1 evidence link"' in page
+    panel = client.get(f"/assessments/{assessment.id}/items/{ITEM}", headers={"HX-Request": "true"})
+    assert "https://wiki.example.test/logging" in panel.get_data(as_text=True)
+    page = client.get(f"/assessments/{assessment.id}?open={ITEM}").get_data(as_text=True)
     assert "https://wiki.example.test/logging" in page
     client.post(f"/evidence/{evidence.id}/remove")
     assert count(Evidence) == 0
@@ -202,7 +218,7 @@ def test_markdown_note_is_rendered_inert(client, setup):
     _, _, assessment = setup
     note = '<script>alert(1)</script> <img src=x onerror="alert(2)"> [x](javascript:alert(3)) **bold**'
     client.post(answer_url(assessment), data={"status": "met", "note": note, "version": "0"})
-    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    page = client.get(f"/assessments/{assessment.id}?open={ITEM}").get_data(as_text=True)
     assert "<script>alert(1)" not in page
     assert "<img src=x onerror" not in page and 'onerror="alert(2)"' not in page
     assert 'href="javascript:' not in page
@@ -257,11 +273,16 @@ def test_waiver_only_for_not_met_or_partial(client, setup):
 def test_reassess_copies_answers_and_keeps_the_old_one(client, setup):
     user, service, assessment = setup
     assessments.record_answer(assessment, ITEM, "met", "kept", user)
+    assessment.state = "signed_off"
     db.session.commit()
     version_id = assessment.checklist_version_id
+    page = client.get(f"/services/{service.id}/assessments/new").get_data(as_text=True)
+    # Copying is the default, from the signed-off assessment.
+    assert f'<option selected value="{assessment.id}">' in page or f'value="{assessment.id}" selected' in page
     response = client.post(f"/services/{service.id}/assessments/new",
-                           data={"checklist": str(version_id), "copy_previous": "y"})
+                           data={"checklist": str(version_id), "copy_from": str(assessment.id)})
     assert response.status_code == 302
+    db.session.expire_all()
     new = db.session.scalars(select(Assessment).order_by(Assessment.id.desc())).first()
     assert new.id != assessment.id and new.copied_from_id == assessment.id
     assert assessments.answer_for(new, ITEM).note == "kept"
@@ -270,9 +291,42 @@ def test_reassess_copies_answers_and_keeps_the_old_one(client, setup):
     assert assessments.answer_for(assessment, ITEM).status == "met"
 
 
+def test_reassess_copies_from_the_signed_off_one_not_the_newest_empty_draft(client, setup):
+    user, service, assessment = setup
+    assessments.record_answer(assessment, ITEM, "met", "from the signed-off one", user)
+    assessment.state = "signed_off"
+    db.session.commit()
+    rejected = assessments.start_assessment(service, assessment.checklist_version, user)
+    rejected.state = "rejected"  # newer, but empty: nothing worth copying
+    db.session.commit()
+    page = client.get(f"/services/{service.id}/assessments/new").get_data(as_text=True)
+    copy_select = page.split('id="copy_from"')[1].split("</select>")[0]
+    assert f'value="{rejected.id}"' not in copy_select and f'value="{assessment.id}"' in copy_select
+    response = client.post(f"/services/{service.id}/assessments/new",
+                           data={"checklist": str(assessment.checklist_version_id), "copy_from": str(assessment.id)})
+    assert response.status_code == 302
+    db.session.expire_all()
+    new = db.session.scalars(select(Assessment).order_by(Assessment.id.desc())).first()
+    assert new.copied_from_id == assessment.id
+    assert assessments.answer_for(new, ITEM).note == "from the signed-off one"
+
+
+def test_at_most_one_open_draft_per_service_and_checklist(client, setup):
+    _user, service, assessment = setup
+    page = client.get(f"/services/{service.id}/assessments/new").get_data(as_text=True)
+    assert "already has an open draft" in page and f"/assessments/{assessment.id}" in page
+    response = client.post(f"/services/{service.id}/assessments/new",
+                           data={"checklist": str(assessment.checklist_version_id), "copy_from": "0"})
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/assessments/{assessment.id}")
+    assert count(Assessment) == 1
+    with pytest.raises(assessments.OpenDraftExists):
+        assessments.start_assessment(service, assessment.checklist_version, _user)
+
+
 def test_compare_two_assessments_and_one_at_two_dates(client, setup):
     user, service, assessment = setup
     assessments.record_answer(assessment, ITEM, "not_met", "", user)
+    assessment.state = "signed_off"
     db.session.commit()
     second = assessments.start_assessment(service, assessment.checklist_version, user, copy_from=assessment)
     assessments.record_answer(second, ITEM, "met", "", user)
@@ -321,3 +375,194 @@ def test_filters_show_only_matching_items(client, setup):
     assert "health_checks_configured" in shown("probe") and ITEM not in shown("probe")
     assert ITEM not in shown("unanswered") and CRITICAL in shown("unanswered")
     assert len(shown("all")) == 46
+
+
+# Probes beside the answers ------------------------------------------------------------
+
+def probe_result(service, kind, outcome, explanation="", error_code=None, url="https://svc.example.test/"):
+    """A stored probe result and the read model's latest outcome for its kind."""
+    run = ProbeRun(service_id=service.id, trigger="cli", finished_at=utcnow())
+    db.session.add(run)
+    db.session.flush()
+    result = ProbeResult(run_id=run.id, service_id=service.id, kind=kind, url=url, outcome=outcome,
+                         explanation=explanation, error_code=error_code, finished_at=utcnow())
+    db.session.add(result)
+    db.session.flush()
+    check = db.session.scalar(select(ServiceCheck).where(ServiceCheck.service_id == service.id,
+                                                          ServiceCheck.kind == kind))
+    if check is None:
+        check = ServiceCheck(service_id=service.id, kind=kind, outcome=outcome)
+        db.session.add(check)
+    check.outcome, check.result_id = outcome, result.id
+    db.session.flush()
+    return result
+
+
+def test_override_of_a_probe_needs_a_note_of_ones_own(client, setup):
+    _user, service, assessment = setup
+    result = probe_result(service, "runbook_present", "fail", "No runbook has been written for this service yet.")
+    probe_note = f"Probe runbook_present: fail — {result.explanation}"
+    # What a probe answer looked like: the probe's explanation written into the note.
+    db.session.add(Answer(assessment_id=assessment.id, item_key="runbook", status="not_met", note=probe_note,
+                          source="probe", probe_result_id=result.id))
+    db.session.commit()
+    # The old page pre-filled the note box with the probe's text; sending it back is no note of one's own.
+    response = client.post(answer_url(assessment, "runbook"), data={"status": "met", "note": probe_note, "version": "1"},
+                           headers={"HX-Request": "true"})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "an override needs a note of your own" in text and "Save as Met with this note" in text
+    db.session.expire_all()
+    assert db.session.scalar(select(Answer.status).where(Answer.item_key == "runbook")) == "not_met"
+    # A status click from the compact row sends no note at all: refused too.
+    response = client.post(answer_url(assessment, "runbook"), data={"status": "met", "version": "1"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 400
+    # Without script: back to the page with the row open, offering to save "Met" with a note.
+    response = client.post(answer_url(assessment, "runbook"), data={"status": "met", "version": "1"})
+    assert response.status_code == 302 and "open=runbook" in response.headers["Location"]
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "note of your own" in page and "Save as Met with this note" in page
+    response = client.post(answer_url(assessment, "runbook"),
+                           data={"status": "met", "note": "Runbook lives in the wiki: https://wiki.example.test/rb",
+                                 "version": "1"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    db.session.expire_all()
+    answer = db.session.scalar(select(Answer).where(Answer.item_key == "runbook"))
+    assert (answer.status, answer.source) == ("met", "manual")
+    assert "probe says Not met: overridden" in response.get_data(as_text=True)
+
+
+def test_override_without_a_probe_answer_still_needs_a_note(client, setup):
+    _user, service, assessment = setup
+    probe_result(service, "health", "fail", "health endpoint answered 503")
+    db.session.commit()
+    # Nobody answered yet; the probe's latest result says "not met": "met" is an override.
+    response = client.post(answer_url(assessment, "health_checks_configured"), data={"status": "met", "version": "0"},
+                           headers={"HX-Request": "true"})
+    assert response.status_code == 400 and "note of your own" in response.get_data(as_text=True)
+    response = client.post(answer_url(assessment, "health_checks_configured"),
+                           data={"status": "not_met", "version": "0"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200  # agreeing with the probe needs no note
+
+
+def test_a_new_assessment_starts_with_what_probes_already_know(setup):
+    user, service, assessment = setup
+    probe_result(service, "health", "pass", "health endpoint answered 200 with status ok")
+    probe_result(service, "runbook_present", "fail", "No runbook has been written for this service yet.")
+    assessment.state = "signed_off"
+    db.session.commit()
+    new = assessments.start_assessment(service, assessment.checklist_version, user)
+    db.session.commit()
+    db.session.expire_all()
+    answers = {a.item_key: a for a in db.session.scalars(select(Answer).where(Answer.assessment_id == new.id))}
+    assert (answers["health_checks_configured"].status, answers["health_checks_configured"].source) == ("met", "probe")
+    assert (answers["runbook"].status, answers["runbook"].source) == ("not_met", "probe")
+    assert answers["runbook"].note == ""  # the explanation stays on the probe result
+    assert "metrics_exported" not in answers  # never probed: stays unanswered
+    assert db.session.get(Assessment, new.id).answered_pct > 0
+
+
+def test_copied_override_wins_over_the_probe_at_creation(setup):
+    user, service, assessment = setup
+    probe_result(service, "runbook_present", "fail", "No runbook.")
+    db.session.commit()
+    assessments.record_answer(assessment, "runbook", "met", "Runbook in the team wiki", user)
+    assessment.state = "signed_off"
+    db.session.commit()
+    new = assessments.start_assessment(service, assessment.checklist_version, user, copy_from=assessment)
+    db.session.commit()
+    db.session.expire_all()
+    answer = assessments.answer_for(db.session.get(Assessment, new.id), "runbook")
+    assert (answer.status, answer.source, answer.note) == ("met", "manual", "Runbook in the team wiki")
+
+
+def test_probe_results_read_as_sentences_with_the_raw_error_one_click_away(client, setup):
+    _user, service, assessment = setup
+    service.health_url = "https://svc.example.test:5099/health"
+    raw = "TLS handshake failed: [SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"
+    result = probe_result(service, "health", "error", raw, error_code="tls_invalid",
+                          url="https://svc.example.test:5099/health")
+    db.session.commit()
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    row = page.split('id="item-health_checks_configured"')[1].split("</article>")[0]
+    assert "answered plain HTTP on an HTTPS request: is TLS enabled on port 5099?" in row
+    assert f'href="/probe-results/{result.id}"' in row
+    panel = client.get(f"/assessments/{assessment.id}/items/health_checks_configured",
+                       headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "WRONG_VERSION_NUMBER" in panel and "tls_invalid" in panel
+
+
+def test_a_probe_that_can_never_run_says_what_to_configure(client, setup):
+    _user, service, assessment = setup
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    row = page.split('id="item-metrics_exported"')[1].split("</article>")[0]
+    assert "Never probed: no metrics URL is configured" in row
+    assert f"/services/{service.id}/edit" in row
+    runbook_row = page.split('id="item-runbook"')[1].split("</article>")[0]
+    assert "Never probed" not in runbook_row  # answered from Preflight's own records
+
+
+def test_in_review_a_probe_that_disagrees_is_shown_beside_the_answer(client, setup):
+    user, service, assessment = setup
+    assessments.record_answer(assessment, "runbook", "met", "wiki", user)
+    assessment.state = "in_review"
+    probe_result(service, "runbook_present", "fail", "No runbook has been written for this service yet.")
+    db.session.commit()
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    row = page.split('id="item-runbook"')[1].split("</article>")[0]
+    assert "probe says Not met" in row
+
+
+def test_after_a_save_every_figure_on_the_page_agrees(client, setup):
+    _user, _service, assessment = setup
+    response = client.post(answer_url(assessment, CRITICAL), data={"status": "met", "version": "0"},
+                           headers={"HX-Request": "true"})
+    text = response.get_data(as_text=True)
+    card = assessments.scorecard(db.session.get(Assessment, assessment.id))
+    category = catalog.checklist_of(assessment.checklist_version).item(CRITICAL).category
+    cs = card.categories[category]
+    swapped = {part.split('"')[0] for part in text.split(' id="')[1:] if 'hx-swap-oob="true"' in part.split(">")[0]}
+    assert {"score-bar", "category-progress", f"cat-{category}-progress"} <= swapped
+    header = text.split(f'id="cat-{category}-progress"')[1].split("</span>")[0]
+    assert f"{cs.answered} of {cs.applicable} answered" in header and cs.answered == 1
+    nav = text.split('id="category-progress"')[1].split("</nav>")[0]
+    assert f"{cs.answered}/{cs.applicable}" in nav
+    assert "Blockers <span class=\"count\">" + str(len(card.blockers)) in nav
+    bar = text.split('id="score-bar"')[1].split("</section>")[0]
+    assert f"({card.answered}/{card.applicable})" in bar
+
+
+def test_status_click_from_the_row_keeps_the_note(client, setup):
+    _user, _service, assessment = setup
+    client.post(answer_url(assessment), data={"status": "partial", "note": "half done", "version": "0"})
+    version = db.session.scalar(select(Answer.version))
+    client.post(answer_url(assessment), data={"status": "met", "version": str(version)}, headers={"HX-Request": "true"})
+    db.session.expire_all()
+    assert db.session.scalar(select(Answer.note)) == "half done"
+
+
+def test_assessment_page_makes_a_constant_number_of_queries(app, client, setup):
+    user, service, assessment = setup
+    checklist = assessments.checklist_for(assessment)
+    for item in checklist.items:
+        if item.applies_to(service.tier):
+            assessments.record_answer(assessment, item.key, "partial", f"note {item.key}", user)
+            assessments.add_evidence(assessment, item.key, f"https://wiki.example.test/{item.key}", "doc", user)
+    assessments.request_waiver(assessment, CRITICAL, "r", "c", user, date.today() + timedelta(days=30), user)
+    for n in range(3):
+        probe_result(service, "health", ["pass", "fail", "warn"][n])
+    db.session.commit()
+    from sqlalchemy import event
+
+    statements = []
+
+    def counter(*_args):
+        statements.append(1)
+
+    event.listen(db.engine, "before_cursor_execute", counter)
+    try:
+        assert client.get(f"/assessments/{assessment.id}").status_code == 200
+    finally:
+        event.remove(db.engine, "before_cursor_execute", counter)
+    assert len(statements) <= 15, len(statements)

@@ -24,12 +24,15 @@ from webapp.checklists import parse_checklist
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
+    Condition,
     Evidence,
     Invitation,
     Membership,
     ProbeRun,
+    Report,
     RunbookRevision,
     Service,
+    SignOff,
     Team,
     User,
     Waiver,
@@ -94,6 +97,7 @@ MATRIX: dict[str, dict[str, Rule]] = {
         "GET": page(SIGNED_IN),
         "POST": act(SIGNED_IN, {"current": PASSWORD, "password": "a new horse battery",
                                 "confirm": "a new horse battery"})},
+    "auth.profile": {"GET": page(SIGNED_IN), "POST": act(SIGNED_IN, {"name": "Renamed Person"})},
     "auth.users": {"GET": page(ADMINS),
                    "POST": act(ADMINS, {"email": "newcomer@example.test"}, status=200,
                                done=lambda ids: _count(Invitation, Invitation.email == "newcomer@example.test") == 1)},
@@ -128,9 +132,11 @@ MATRIX: dict[str, dict[str, Rule]] = {
     "checklists.reload": {"POST": act(ADMINS)},
     "assessments.show": {"GET": page(SIGNED_IN)},
     "assessments.history": {"GET": page(SIGNED_IN)},
+    "assessments.panel": {"GET": page(SIGNED_IN, 302)},  # without htmx: the page, with the item open
     "assessments.compare": {"GET": page(SIGNED_IN)},
+    # Another checklist: the service already has its one open draft of production-readiness.
     "assessments.start": {"GET": page(EDITORS),
-                          "POST": act(EDITORS, {"checklist": "{newer_version_id}"},
+                          "POST": act(EDITORS, {"checklist": "{other_version_id}", "copy_from": "0"},
                                       done=lambda ids: _count(Assessment, Assessment.service_id == ids["service_id"]) == 2)},
     "assessments.answer": {"POST": act(EDITORS, {"status": "met", "note": "done"}, done=lambda ids: assessments.answer_for(
         db.session.get(Assessment, ids["assessment_id"]), ITEM).status == "met")},
@@ -144,8 +150,9 @@ MATRIX: dict[str, dict[str, Rule]] = {
                     done=lambda ids: _count(Waiver) == 2)},
     "assessments.decide_waiver": {"POST": act(REVIEWERS, {"decision": "approve"}, done=lambda ids: db.session.get(
         Waiver, ids["waiver_id"]).state == "approved")},
-    "assessments.submit": {"POST": act(EDITORS, done=lambda ids: db.session.get(
-        Assessment, ids["assessment_id"]).state == "in_review")},
+    # Authorised editors reach the submit rule: this draft has unanswered items, so 400
+    # (tests/test_reviews.py submits complete ones).
+    "assessments.submit": {"POST": act(EDITORS, status=400)},
     "assessments.upgrade": {"GET": page(EDITORS),
                             "POST": act(EDITORS, {"version": "{newer_version_id}"}, done=lambda ids: db.session.get(
                                 Assessment, ids["assessment_id"]).checklist_version_id == ids["newer_version_id"])},
@@ -171,6 +178,21 @@ MATRIX: dict[str, dict[str, Rule]] = {
                                     done=lambda ids: db.session.get(User, ids["user_id"]).disabled_at is not None)},
     "attention.index": {"GET": page(SIGNED_IN)},
     "attention.mine": {"GET": page(SIGNED_IN)},
+    # Review and sign-off (tests/test_reviews.py covers the workflow itself).
+    "reviews.queue": {"GET": page(SIGNED_IN)},
+    "reviews.show": {"GET": page(SIGNED_IN)},
+    # Only holders of a required role (here: the team maintainer as "owner") get past the
+    # permission check; the world's assessment is a draft, so there is nothing to sign.
+    "reviews.decide": {"POST": act(frozenset({"maintainer"}), {"role": "owner", "decision": "approve"},
+                                   status=409)},
+    "reviews.condition_done": {"POST": act(EDITORS, done=lambda ids: db.session.get(
+        Condition, ids["condition_id"]).done_at is not None)},
+    "reviews.set_roles": {"POST": act(ADMINS, {"roles": "sre"}, done=lambda ids: db.session.get(
+        User, ids["user_id"]).reviewer_roles == ["sre"])},
+    "reports.download": {"GET": page(SIGNED_IN)},
+    "reports.draft_export": {"GET": page(SIGNED_IN)},
+    "reports.verify": {"GET": page(SIGNED_IN), "POST": act(SIGNED_IN, {"sha256": "{report_sha256}"}, status=200)},
+    "reports.meeting": {"GET": page(SIGNED_IN)},
 }
 
 CASES = [(endpoint, method) for endpoint, methods in MATRIX.items() for method in methods]
@@ -212,11 +234,20 @@ def world(app):
     invitation, token = accounts.create_invitation("invited@example.test", people["admin"])
     first = runbooks.save_revision(service, "# Runbook\n\nRestart it.", maintainer, based_on_id=None)
     runbook = runbooks.save_revision(service, "# Runbook\n\nRestart it once.", maintainer, based_on_id=first.id)
+    # A sign-off condition and a stored report, for the review and report routes.
+    signoff = SignOff(assessment=assessment, signer_id=maintainer.id, role="owner", decision="reject",
+                      comment="Earlier round", review_round=0)
+    condition = Condition(signoff=signoff, assessment_id=assessment.id, service_id=service.id,
+                          text="Add alerts", owner_id=people["member"].id, due_on=utcnow().date())
+    report = Report(assessment_id=assessment.id, pdf=b"%PDF-1.7 stored", sha256="ab" * 32, snapshot="{}")
+    db.session.add_all([signoff, condition, report])
     db.session.commit()
     ids = {"team_id": team.id, "service_id": service.id, "assessment_id": assessment.id, "item_key": ITEM,
            "evidence_id": evidence.id, "waiver_id": waiver.id, "user_id": people["viewer"].id,
            "run_id": probe_run.id, "result_id": result.id, "slug": "production-readiness", "token": token,
-           "newer_version_id": newer.id, "revision_id": runbook.id, "maintainer_id": maintainer.id, "admin_email": people["admin"].email,
+           "newer_version_id": newer.id, "other_version_id": catalog.latest_version("design-for-production").id,
+           "revision_id": runbook.id, "condition_id": condition.id,
+           "report_id": report.id, "report_sha256": report.sha256, "maintainer_id": maintainer.id, "admin_email": people["admin"].email,
            "outsider_email": outsider.email, "outsider_id": outsider.id, "invited_email": invitation.email,
            "in_a_month": (utcnow().date() + timedelta(days=30)).isoformat()}
     return people, ids

@@ -123,12 +123,15 @@ def register_blueprints(app: Flask) -> None:
         ops,
         owners,
         probes,
+        reports,
+        reviews,
         runbooks,
         services,
         teams,
     )
 
-    for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments, probes, ops):
+    for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments,
+                   probes, ops, reviews, reports):
         app.register_blueprint(module.bp)
 
 

@@ -98,3 +98,16 @@ def disable_user(user: User, actor: User | None) -> None:
     user.disabled_at = utcnow()
     audit.record(actor, "user.disable", user, after={"email": user.email})
     db.session.flush()
+
+
+def rename_user(user: User, name: str, actor: User) -> None:
+    """Change the name people see on a person's answers, sign-offs and audit entries."""
+    name = name.strip()
+    if not name:
+        raise AccountError("Enter a name.")
+    if name == user.name:
+        return
+    before = {"name": user.name}
+    user.name = name
+    db.session.flush()
+    audit.record(actor, "user.rename", user, before=before, after={"name": name})

@@ -16,8 +16,10 @@ from webapp.models import (
     Assessment,
     ChecklistVersion,
     Evidence,
+    ProbeResult,
     ScoreSnapshot,
     Service,
+    ServiceCheck,
     User,
     Waiver,
     utcnow,
@@ -29,6 +31,15 @@ MAX_WAIVER_DAYS = 366
 
 class AssessmentError(ValueError):
     """A rule about assessments was broken; the message is fit to show the user."""
+
+
+class SubmitBlocked(AssessmentError):
+    """Submit refused because applicable items are unanswered; ``items`` lists them."""
+
+    def __init__(self, items: list[Item]):
+        self.items = items
+        super().__init__(f"{len(items)} applicable item{'' if len(items) == 1 else 's'} "
+                         "still unanswered; answer every one before submitting.")
 
 
 class AnswerConflict(AssessmentError):
@@ -70,11 +81,50 @@ def scorecard(assessment: Assessment, now: datetime | None = None) -> scoring.Sc
 
 # Starting ------------------------------------------------------------------------------
 
+class OpenDraftExists(AssessmentError):
+    """The service already has an open draft of this checklist; continue it instead."""
+
+    def __init__(self, draft: Assessment):
+        super().__init__(f"{draft.service.name} already has an open draft of this checklist "
+                         f"(started {draft.created_at:%Y-%m-%d}). Continue it instead of starting another.")
+        self.draft = draft
+
+
+COPY_SOURCE_STATES = ("signed_off", "in_review")
+
+
+def open_draft(service: Service, slug: str) -> Assessment | None:
+    """The service's open draft of a checklist (any version of it), if there is one."""
+    return db.session.scalar(
+        select(Assessment).join(ChecklistVersion)
+        .where(Assessment.service_id == service.id, Assessment.state == "draft", ChecklistVersion.slug == slug)
+        .order_by(Assessment.created_at.desc(), Assessment.id.desc()).limit(1))
+
+
+def copy_sources(service: Service) -> list[Assessment]:
+    """Assessments a re-assessment may copy from: signed off or in review, newest first.
+    An empty draft is never offered: it has nothing worth carrying over."""
+    return list(db.session.scalars(
+        select(Assessment).where(Assessment.service_id == service.id,
+                                 Assessment.state.in_(COPY_SOURCE_STATES))
+        .order_by(Assessment.created_at.desc(), Assessment.id.desc())))
+
+
 def start_assessment(service: Service, version: ChecklistVersion, actor: User,
                      copy_from: Assessment | None = None) -> Assessment:
-    """A new draft against `version`; with `copy_from`, its answers carry over by item key."""
+    """A new draft against `version`; with `copy_from`, its answers carry over by item key.
+
+    Probe-backed items then start from what the probes already know (the latest result of
+    each check kind), except where a copied answer is a person's own. At most one draft of a
+    checklist is open per service: OpenDraftExists carries the one to continue.
+    """
     if service.lifecycle == "retired":
         raise AssessmentError("A retired service cannot be assessed.")
+    draft = open_draft(service, version.slug)
+    if draft is not None:
+        raise OpenDraftExists(draft)
+    if copy_from is not None and copy_from.service_id != service.id:
+        raise AssessmentError("Answers can only be copied from an assessment of the same service.")
     assessment = Assessment(service=service, checklist_version=version, created_by_id=actor.id,
                             copied_from_id=copy_from.id if copy_from else None)
     db.session.add(assessment)
@@ -82,6 +132,7 @@ def start_assessment(service: Service, version: ChecklistVersion, actor: User,
     if copy_from is not None:
         _copy_answers(copy_from, assessment, carry_over_keys(checklist_for(copy_from),
                                                              catalog.checklist_of(version)), actor)
+    _answer_from_probes(assessment)
     audit.record(actor, "assessment.start", assessment,
                  after={"checklist": version.slug, "version": version.version,
                         "copied_from": copy_from.id if copy_from else None},
@@ -96,24 +147,84 @@ def _copy_answers(source: Assessment, target: Assessment, keys: dict[str, str], 
         previous = old.get(old_key)
         if previous is None or previous.status is None:
             continue
+        # Older probe answers carry the probe's explanation as their note: not worth copying.
+        note = previous.note if previous.source == "manual" else ""
         answer = Answer(assessment_id=target.id, item_key=new_key, status=previous.status,
-                        note=previous.note, source=previous.source,
+                        note=note, source=previous.source,
                         answered_by_id=previous.answered_by_id, answered_at=previous.answered_at)
         db.session.add(answer)
         for item in previous.evidence:
             answer.evidence.append(Evidence(url=item.url, title=item.title, added_by_id=item.added_by_id,
                                             checked_at=item.checked_at, check_ok=item.check_ok,
                                             check_error=item.check_error))
-        answer.changes.append(AnswerChange(from_status=None, to_status=previous.status, note=previous.note,
+        answer.changes.append(AnswerChange(from_status=None, to_status=previous.status, note=note,
                                            source="manual", changed_by_id=actor.id))
     db.session.flush()
     db.session.expire(target, ["answers"])
 
 
+def latest_checks(service: Service) -> dict[str, tuple[ServiceCheck, ProbeResult | None]]:
+    """The latest probe outcome of each check kind of a service, with its result row: one query."""
+    rows = db.session.execute(
+        select(ServiceCheck, ProbeResult).outerjoin(ProbeResult, ServiceCheck.result_id == ProbeResult.id)
+        .where(ServiceCheck.service_id == service.id))
+    return {check.kind: (check, result) for check, result in rows}
+
+
+def _probe_answer_statuses() -> dict[str, str]:
+    from webapp.probes.runs import ANSWER_FOR_OUTCOME  # probes.runs imports this module
+
+    return ANSWER_FOR_OUTCOME
+
+
+def _answer_from_probes(assessment: Assessment) -> None:
+    """Answer probe-backed items from the latest result of their check kind (status only,
+    source "probe"); a person's own copied answer stays."""
+    items = [item for item in checklist_for(assessment).items
+             if item.probe and item.applies_to(assessment.service.tier)]
+    if not items:
+        return
+    checks = {kind: check for kind, (check, _) in latest_checks(assessment.service).items()}
+    statuses = _probe_answer_statuses()
+    existing = answers_by_key(assessment)
+    for item in items:
+        check = checks.get(item.probe)
+        answer = existing.get(item.key)
+        if check is None or (answer is not None and answer.source == "manual" and answer.status is not None):
+            continue
+        status = statuses[check.outcome]
+        if answer is None:
+            answer = Answer(item_key=item.key, status=None, note="", source="probe")
+            assessment.answers.append(answer)
+        if answer.status != status:
+            answer.changes.append(AnswerChange(from_status=answer.status, to_status=status, note="",
+                                               source="probe"))
+        answer.status, answer.note, answer.source = status, "", "probe"
+        answer.probe_result_id, answer.answered_at, answer.answered_by_id = check.result_id, utcnow(), None
+    db.session.flush()
+
+
+def probe_status(assessment: Assessment, item: Item, answer: Answer | None = None) -> str | None:
+    """The status the probe's latest result gives a probe-backed item (None: no result yet)."""
+    if not item.probe:
+        return None
+    outcome = db.session.scalar(select(ServiceCheck.outcome).where(
+        ServiceCheck.service_id == assessment.service_id, ServiceCheck.kind == item.probe))
+    if outcome is not None:
+        return _probe_answer_statuses()[outcome]
+    if answer is not None and answer.source == "probe":
+        return answer.status
+    return None
+
+
 # Answering -----------------------------------------------------------------------------
 
 def _require_open(assessment: Assessment) -> None:
-    if not assessment.is_open:
+    """Answers, evidence and waiver requests change only in a draft (see is_editable)."""
+    if assessment.state == "in_review":
+        raise AssessmentError("This assessment is in review: answers are read-only until the "
+                              "reviewers decide (a reject returns it to draft).")
+    if not assessment.is_editable:
         raise AssessmentError(f"This assessment is {assessment.state.replace('_', ' ')}; "
                               "it can no longer be changed. Start a re-assessment instead.")
 
@@ -162,8 +273,7 @@ def record_answer(assessment: Assessment, item_key: str, status: str | None, not
     current_version = answer.version if answer and answer.status is not None else 0
     if expected_version is not None and answer is not None and expected_version != current_version:
         raise AnswerConflict(answer)
-    if item.probe and answer is not None and answer.source == "probe" and status != answer.status and not note:
-        raise AssessmentError("This answer came from a probe. To override it, say why in the note.")
+    _require_override_note(assessment, item, answer, status, note)
     answer = answer or _get_or_create_answer(assessment, item_key)
     if answer.status == status and answer.note == note:
         return answer
@@ -179,10 +289,31 @@ def record_answer(assessment: Assessment, item_key: str, status: str | None, not
     return answer
 
 
+def _require_override_note(assessment: Assessment, item: Item, answer: Answer | None,
+                           status: str | None, note: str) -> None:
+    """A status that differs from the probe's needs a note of the person's own: text the
+    probe wrote into the note (older answers carry it) does not count."""
+    probe_says = probe_status(assessment, item, answer)
+    if probe_says is None or status is None or status == probe_says:
+        return
+    own_note = note if not (answer is not None and answer.source == "probe" and note == answer.note) else ""
+    if not own_note:
+        opening = "This answer came from a probe: the" if answer is not None and answer.source == "probe" else "The"
+        raise AssessmentError(
+            f"{opening} {item.probe.replace('_', ' ')} probe says “{_label(probe_says)}”. To set "
+            f"“{_label(status)}” instead, write in the note why (what the probe cannot see); "
+            "an override needs a note of your own.")
+
+
+def _label(status: str | None) -> str:
+    return {"met": "Met", "partial": "Partial", "not_met": "Not met", "n_a": "N/A"}.get(status, "Unanswered")
+
+
 def record_probe_answer(assessment: Assessment, item_key: str, status: str, explanation: str,
                         probe_result_id: int) -> Answer | None:
-    """Answer a probe-backed item from a probe result, unless a person has overridden it."""
-    if not assessment.is_open:
+    """Answer a probe-backed item from a probe result, unless a person has overridden it.
+    Only drafts take probe answers: in review and after, probes only record their results."""
+    if not assessment.is_editable:
         return None
     answer = _get_or_create_answer(assessment, item_key)
     if answer.source == "manual" and answer.status is not None:
@@ -252,9 +383,15 @@ def request_waiver(assessment: Assessment, item_key: str, reason: str, compensat
 
 
 def decide_waiver(waiver: Waiver, approve: bool, actor: User) -> None:
+    """Reviewers decide waivers of drafts and of assessments in review, never their own."""
     if waiver.state != "requested":
         raise AssessmentError(f"This waiver was already {waiver.state}.")
     assessment = waiver.answer.assessment
+    if not assessment.is_open:
+        raise AssessmentError(f"This assessment is {assessment.state.replace('_', ' ')}; "
+                              "its waivers can no longer be decided.")
+    if actor.id == waiver.requested_by_id:
+        raise AssessmentError("You requested this waiver; someone else must decide it (four eyes).")
     waiver.state = "approved" if approve else "declined"
     waiver.approved_by_id, waiver.decided_at = actor.id, utcnow()
     db.session.flush()
@@ -266,10 +403,20 @@ def decide_waiver(waiver: Waiver, approve: bool, actor: User) -> None:
 # State ---------------------------------------------------------------------------------
 
 def submit_for_review(assessment: Assessment, actor: User) -> None:
+    """Send a draft to review; every applicable item must be answered (SubmitBlocked lists
+    the ones that are not). Each submit opens a new review round."""
     if assessment.state != "draft":
         raise AssessmentError("Only a draft can be submitted for review.")
+    answers, tier = answers_by_key(assessment), assessment.service.tier
+    missing = [item for item in checklist_for(assessment).items if item.applies_to(tier)
+               and (answers.get(item.key) is None or answers[item.key].status is None)]
+    if missing:
+        raise SubmitBlocked(missing)
     assessment.state, assessment.submitted_at = "in_review", utcnow()
-    audit.record(actor, "assessment.submit", assessment, after={"state": "in_review"},
+    assessment.submitted_by_id = actor.id
+    assessment.review_round = (assessment.review_round or 0) + 1
+    audit.record(actor, "assessment.submit", assessment,
+                 after={"state": "in_review", "round": assessment.review_round},
                  service_id=assessment.service_id, team_id=assessment.service.team_id)
     db.session.flush()
 

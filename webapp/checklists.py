@@ -67,6 +67,29 @@ class Thresholds:
     conditions: float = 70.0
 
 
+# Sign-off roles: "owner" is the service's owner (or backup owner, or a team maintainer),
+# "reviewer" anyone holding a reviewer role; any other name is a role admins grant.
+SPECIAL_ROLES = ("owner", "reviewer")
+ROLE_PATTERN = r"^[a-z][a-z0-9_-]*$"
+DEFAULT_SIGNOFF = {1: ("owner", "sre", "security"), 2: ("owner", "sre"), 3: ("owner", "reviewer")}
+
+
+@dataclass(frozen=True)
+class SignoffRules:
+    """Who must sign, per tier: one distinct person per role."""
+
+    by_tier: tuple[tuple[int, tuple[str, ...]], ...] = tuple(DEFAULT_SIGNOFF.items())
+
+    def roles_for(self, tier: int) -> tuple[str, ...]:
+        return dict(self.by_tier).get(tier, DEFAULT_SIGNOFF[tier])
+
+    @property
+    def granted_roles(self) -> tuple[str, ...]:
+        """Roles admins grant to people (everything except owner and reviewer)."""
+        return tuple(dict.fromkeys(r for _, roles in self.by_tier for r in roles
+                                   if r not in SPECIAL_ROLES))
+
+
 @dataclass(frozen=True)
 class Checklist:
     slug: str
@@ -76,6 +99,7 @@ class Checklist:
     thresholds: Thresholds
     categories: tuple[Category, ...]
     content_hash: str
+    signoff: SignoffRules = SignoffRules()
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -90,6 +114,7 @@ class Checklist:
             "description": self.description, "content_hash": self.content_hash,
             "thresholds": {"ready": self.thresholds.ready,
                            "conditions": self.thresholds.conditions},
+            "signoff": {f"tier_{tier}": list(roles) for tier, roles in self.signoff.by_tier},
             "categories": [
                 {"key": c.key, "title": c.title, "description": c.description,
                  "items": [_item_json(item) for item in c.items]}
@@ -105,7 +130,11 @@ class Checklist:
             for c in data["categories"]
         )
         t = data.get("thresholds", {})
+        signoff = data.get("signoff") or {}
+        rules = SignoffRules(tuple((tier, tuple(signoff.get(f"tier_{tier}", DEFAULT_SIGNOFF[tier])))
+                                   for tier in TIERS))
         return cls(
+            signoff=rules,
             slug=data["slug"], version=data["version"], title=data["title"],
             description=data.get("description", ""), content_hash=data["content_hash"],
             thresholds=Thresholds(float(t.get("ready", 85.0)),
@@ -206,12 +235,31 @@ class _ThresholdsSchema(_Schema):
         return conditions
 
 
+_Role = Annotated[str, StringConstraints(pattern=ROLE_PATTERN, max_length=40)]
+
+
+class _SignoffSchema(_Schema):
+    tier_1: list[_Role] = list(DEFAULT_SIGNOFF[1])
+    tier_2: list[_Role] = list(DEFAULT_SIGNOFF[2])
+    tier_3: list[_Role] = list(DEFAULT_SIGNOFF[3])
+
+    @field_validator("tier_1", "tier_2", "tier_3")
+    @classmethod
+    def _distinct_roles(cls, roles: list[str]) -> list[str]:
+        if not roles:
+            raise ValueError("at least one role must sign")
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"each role once (one distinct person per role), got {roles}")
+        return roles
+
+
 class _ChecklistSchema(_Schema):
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
     version: Text
     title: Text
     description: str = ""
     thresholds: _ThresholdsSchema = _ThresholdsSchema()
+    signoff: _SignoffSchema = _SignoffSchema()
     categories: Annotated[list[_CategorySchema], Field(min_length=1)]
 
 
@@ -388,6 +436,8 @@ def _build(doc: _ChecklistSchema, content_hash: str) -> Checklist:
         description=doc.description.strip(), content_hash=content_hash,
         thresholds=Thresholds(float(doc.thresholds.ready), float(doc.thresholds.conditions)),
         categories=categories,
+        signoff=SignoffRules(tuple((tier, tuple(getattr(doc.signoff, f"tier_{tier}")))
+                                   for tier in TIERS)),
     )
 
 

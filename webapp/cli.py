@@ -1,5 +1,5 @@
 """Operator commands: `flask users ...`, `flask checklists ...`, `flask probes ...`,
-`flask assessments ...`, `flask demo ...`."""
+`flask assessments ...`, `flask demo ...`, `flask reports ...`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(probes_group)
     app.cli.add_command(assessments_group)
     app.cli.add_command(demo_group)
+    app.cli.add_command(reports_group)
 
 
 # Users ---------------------------------------------------------------------------------
@@ -264,3 +265,56 @@ def demo_seed(service_count: int, assessments_per_service: int, random_seed: int
     click.echo(", ".join(f"{n:,} {what}" for what, n in counts.items()))
     click.echo(f"seeded in {time.monotonic() - started:.1f} s; demo people sign in with "
                f"password {demo.PASSWORD!r} (e.g. {demo.first_email()})")
+
+# Reports -------------------------------------------------------------------------------
+
+@click.group("reports")
+def reports_group() -> None:
+    """List, export and verify signed PDF reports."""
+
+
+@reports_group.command("list")
+def reports_list() -> None:
+    """One line per stored report: id, service, assessment, sha256, created."""
+    from webapp.models import Assessment, Report, Service
+
+    rows = db.session.execute(
+        select(Report.id, Service.slug, Report.assessment_id, Report.sha256, Report.created_at)
+        .join(Assessment, Report.assessment_id == Assessment.id)
+        .join(Service, Assessment.service_id == Service.id).order_by(Report.id))
+    for report_id, slug, assessment_id, sha256, created_at in rows:
+        click.echo(f"{report_id}\t{slug}\t{assessment_id}\t{sha256}\t{created_at:%Y-%m-%dT%H:%M:%SZ}")
+
+
+@reports_group.command("export")
+@click.argument("report_id", type=int)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the PDF.")
+def reports_export(report_id: int, output: Path) -> None:
+    """Write a stored report's PDF, byte for byte as issued."""
+    from webapp.models import Report
+
+    report = db.session.get(Report, report_id)
+    if report is None:
+        raise click.ClickException(f"no report {report_id}")
+    output.write_bytes(report.pdf)
+    click.echo(f"wrote {output} ({len(report.pdf):,} bytes, sha256 {report.sha256})")
+
+
+@reports_group.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def reports_verify(file: Path) -> None:
+    """Is FILE a genuine report of this instance? Exit 0 genuine, 1 not (with why)."""
+    from webapp import reports
+
+    result = reports.verify_pdf(file.read_bytes())
+    if result.genuine:
+        report = result.report
+        click.echo(f"genuine: report {report.id}, assessment {report.assessment_id} "
+                   f"({report.assessment.service.slug}), signed by {result.signed_by} "
+                   f"at {result.signed_at:%Y-%m-%dT%H:%M:%SZ}")
+    else:
+        click.echo("NOT genuine", err=True)
+    for reason in result.reasons:
+        click.echo(f"  {reason}", err=not result.genuine)
+    sys.exit(0 if result.genuine else 1)

@@ -93,7 +93,16 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
     if checklists_dir and not Path(checklists_dir).is_dir():
         raise ConfigError(f"CHECKLISTS_DIR {checklists_dir!r} is not a directory")
 
+    signing = {name: env.get(name, "").strip() or None
+               for name in ("REPORT_SIGNING_CERT", "REPORT_SIGNING_KEY")}
+    if bool(signing["REPORT_SIGNING_CERT"]) != bool(signing["REPORT_SIGNING_KEY"]):
+        raise ConfigError("set both REPORT_SIGNING_CERT and REPORT_SIGNING_KEY (PEM files), or neither")
+    for name, value in signing.items():
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{name} {value!r} is not a readable file")
+
     return {
+        **signing,
         "PREFLIGHT_ENV": "production" if production else "development",
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": database_url,

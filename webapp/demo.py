@@ -225,7 +225,8 @@ def seed_users(ctx: Context, people: int) -> None:
         suffix = "" if index < len(FIRST) else str(index // len(FIRST))
         email = f"{first.lower()}.{last.lower().replace(' ', '')}{suffix}@{EMAIL_DOMAIN}"
         user_id = ctx.writer.add(User, email=email, name=f"{first} {last}", password_hash=password_hash,
-                                 is_admin=index == 0, is_reviewer=index % 6 == 1, disabled_at=None,
+                                 is_admin=index == 0, is_reviewer=index % 6 in (1, 4), disabled_at=None,
+                                 reviewer_roles=["sre"] if index % 6 == 1 else ["security"] if index % 6 == 4 else [],
                                  created_at=ctx.now - timedelta(days=400 - index))
         ctx.users.append(user_id)
     ctx.admin_id = ctx.users[0]

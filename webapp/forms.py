@@ -5,14 +5,19 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from sqlalchemy import select
 from wtforms import (
     BooleanField,
     DateField,
     EmailField,
+    FieldList,
+    FormField,
     HiddenField,
     IntegerField,
     PasswordField,
     SelectField,
+    SelectMultipleField,
     StringField,
     TextAreaField,
 )
@@ -28,8 +33,11 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from webapp.accounts import MIN_PASSWORD_LENGTH
-from webapp.models import LIFECYCLES, ROLES
+from webapp.accounts import MIN_PASSWORD_LENGTH, normalise_email
+from webapp.extensions import db
+from webapp.models import LIFECYCLES, ROLES, Invitation, utcnow
+from webapp.probes.fetch import AddressPolicy, hostname_blocked_reason
+from webapp.registry import slugify
 
 URL_MAX = 2048
 # A shape check only: self-hosted installs use internal domains (.corp, .internal) that
@@ -52,14 +60,40 @@ def http_url(form, field) -> None:
         raise ValidationError("Enter a full http:// or https:// URL.")
 
 
+def probe_target(form, field) -> None:
+    """Refuse a probe URL the probe policy always refuses, whatever PROBE_ALLOW_NETWORKS says:
+    link-local and cloud metadata addresses and names. Only literal IPs and known metadata
+    names are judged here (no DNS lookup in a form); the probe re-checks every address."""
+    value = field.data
+    if not value:
+        return
+    try:
+        host = urlsplit(value).hostname or ""
+    except ValueError:
+        return  # http_url has said what is wrong
+    reason = hostname_blocked_reason(host)
+    if reason is None:
+        ip_reason = AddressPolicy().blocked_reason(host)
+        if ip_reason is not None and AddressPolicy().is_always_blocked(host):
+            reason = ip_reason.removesuffix("; always blocked")
+    if reason is not None:
+        raise ValidationError(f"Probes never fetch this address: {reason}. Probes refuse it to protect "
+                              "cloud credentials; use the address the service is reached at.")
+
+
 def choices(pairs) -> list[SelectChoice]:
     """(value, label) pairs as WTForms 3.3 SelectChoice objects (tuples are deprecated)."""
     return [SelectChoice(value, label) for value, label in pairs]
 
 
-def url_field(label: str) -> StringField:
-    return StringField(label, validators=[Optional(), Length(max=URL_MAX), http_url],
-                       filters=[lambda v: v.strip() if v else None])
+def url_field(label: str, *, probed: bool = False) -> StringField:
+    checks = [Optional(), Length(max=URL_MAX), http_url] + ([probe_target] if probed else [])
+    return StringField(label, validators=checks, filters=[lambda v: v.strip() if v else None])
+
+
+def _makes_slug(name: str) -> bool:
+    """Whether a name yields a slug of its own (emoji are spelt out), not the "item" fallback."""
+    return slugify(name) != "item" or "item" in name.lower()
 
 
 def _strip(value):
@@ -89,6 +123,21 @@ class InviteForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), EMAIL, Length(max=254)], filters=[_strip])
     is_reviewer = BooleanField("Reviewer (may approve waivers and sign off)")
 
+    def validate_email(self, field) -> None:
+        """Say so when the address already has a working invitation, instead of a second link."""
+        open_one = db.session.scalar(select(Invitation).where(
+            Invitation.email == normalise_email(field.data or ""), Invitation.used_at.is_(None),
+            Invitation.expires_at > utcnow()).order_by(Invitation.created_at.desc()).limit(1))
+        if open_one is not None:
+            raise ValidationError(f"{open_one.email} already has an open invitation (created "
+                                  f"{open_one.created_at:%Y-%m-%d}, expires {open_one.expires_at:%Y-%m-%d}). "
+                                  "The link sent then still works.")
+
+
+class ProfileForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[_strip],
+                       description="How others see you: on answers, sign-offs and in the audit log.")
+
 
 class AcceptInviteForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[_strip])
@@ -99,6 +148,11 @@ class AcceptInviteForm(FlaskForm):
 class TeamForm(FlaskForm):
     name = StringField("Team name", validators=[DataRequired(), Length(max=80)], filters=[_strip])
     description = TextAreaField("Description", validators=[Length(max=2000)], filters=[_strip])
+
+    def validate_name(self, field) -> None:
+        if field.data and not _makes_slug(field.data):
+            raise ValidationError("A team name needs a letter, a digit or an emoji: it makes the team's "
+                                  "address.")
 
 
 class MemberForm(FlaskForm):
@@ -125,13 +179,20 @@ class ServiceForm(FlaskForm):
     oncall_url = url_field("On-call rotation URL")
     repository_url = url_field("Repository URL")
     dashboard_url = url_field("Dashboard URL")
-    base_url = url_field("Base URL")
-    health_url = url_field("Health URL")
-    readiness_url = url_field("Readiness URL")
-    deep_health_url = url_field("Deep health URL")
-    metrics_url = url_field("Metrics URL")
+    base_url = url_field("Base URL", probed=True)
+    health_url = url_field("Health URL", probed=True)
+    readiness_url = url_field("Readiness URL", probed=True)
+    deep_health_url = url_field("Deep health URL", probed=True)
+    metrics_url = url_field("Metrics URL", probed=True)
     probe_interval_minutes = IntegerField("Probe interval (minutes)", default=15,
                                           validators=[InputRequired(), NumberRange(1, 1440)])
+
+    def validate_name(self, field) -> None:
+        """A name with nothing to spell a slug from (invisible or unnamed characters): ask for one.
+        (On the name: the slug field's Optional() ends its own checks when it is empty.)"""
+        if not self.slug.data and field.data and not _makes_slug(field.data):
+            raise ValidationError(f"“{field.data}” has nothing to make the service's address from: "
+                                  "enter a slug below, e.g. payments-api.")
 
     def set_people(self, people) -> None:
         people_choices = choices([("", "— nobody —")] + [(u.id, f"{u.name} <{u.email}>") for u in people])
@@ -154,7 +215,10 @@ STATUS_CHOICES = [("met", "Met"), ("partial", "Partial"), ("not_met", "Not met")
 
 class StartAssessmentForm(FlaskForm):
     checklist = SelectField("Checklist", coerce=int)
-    copy_previous = BooleanField("Re-assess: copy the answers of this service's latest assessment")
+    copy_from = SelectField(
+        "Copy answers from", coerce=int, default=0,
+        description="Statuses, notes and evidence carry over by item key; waivers do not. Probe-backed "
+                    "items start from the probes' latest results unless a person answered them.")
 
 
 class AnswerForm(FlaskForm):
@@ -196,3 +260,53 @@ class HandOverForm(FlaskForm):
     new_owner_id = SelectField("New owner of the services they own", coerce=int)
     new_backup_id = SelectField("New backup owner of the services they back up", coerce=int)
     disable = BooleanField("Then disable the account")
+
+# Review and sign-off (webapp/reviews.py) ------------------------------------------------
+
+class ConditionForm(FlaskForm):
+    class Meta:
+        csrf = False  # a sub-form: the outer form carries the token
+
+    text = StringField("Condition", validators=[Optional(), Length(max=500)], filters=[_strip])
+    # Rows left blank are skipped; the view checks a filled row names a real person.
+    owner_id = SelectField("Owner", coerce=lambda v: int(v) if v not in (None, "", "None") else None,
+                           validate_choice=False)
+    due_on = DateField("Due", validators=[Optional()])
+
+
+class ItemCommentForm(FlaskForm):
+    class Meta:
+        csrf = False
+
+    item_key = SelectField("Item", validate_choice=False)  # reviews.decide checks the key
+    text = StringField("Comment", validators=[Optional(), Length(max=2000)], filters=[_strip])
+
+
+class SignOffForm(FlaskForm):
+    role = SelectField("Signing as")
+    decision = SelectField("Decision", choices=choices([
+        ("approve", "Approve"), ("approve_with_conditions", "Approve with conditions"),
+        ("reject", "Reject (back to draft)")]))
+    comment = TextAreaField("Comment", validators=[Length(max=10_000)])
+    present = StringField("Present in the room", validators=[Optional(), Length(max=2000)],
+                          filters=[_strip], description="Names of the people who took the decision with you.")
+    conditions = FieldList(FormField(ConditionForm), min_entries=3, max_entries=20)
+    item_comments = FieldList(FormField(ItemCommentForm), min_entries=3, max_entries=50)
+
+    def set_choices(self, roles, people, items) -> None:
+        self.role.choices = choices((r, r) for r in roles)
+        people_choices = choices([("", "— owner —")] + [(u.id, u.name) for u in people])
+        item_choices = choices([("", "— item —")] + [(i.key, i.title) for i in items])
+        for entry in self.conditions:
+            entry.form.owner_id.choices = people_choices
+        for entry in self.item_comments:
+            entry.form.item_key.choices = item_choices
+
+
+class ReviewerRolesForm(FlaskForm):
+    roles = SelectMultipleField("Reviewer roles")
+
+
+class VerifyReportForm(FlaskForm):
+    pdf = FileField("Report PDF")
+    sha256 = StringField("…or its SHA-256", validators=[Optional(), Length(max=100)], filters=[_strip])

@@ -70,6 +70,8 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_reviewer: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Sign-off roles an admin granted (e.g. ["sre", "security"]); see webapp/reviews.py.
+    reviewer_roles: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -250,6 +252,9 @@ class Assessment(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    submitted_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    # Incremented on every submit: sign-offs count only in the round they were given in.
+    review_round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The read model: what lists and the API show, kept current by assessments.refresh_score
     # wherever answers or waivers change, so no list page scores assessments per row.
@@ -262,14 +267,24 @@ class Assessment(db.Model):
 
     service: Mapped[Service] = relationship(back_populates="assessments")
     checklist_version: Mapped[ChecklistVersion] = relationship()
-    created_by: Mapped[User] = relationship()
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
+    submitted_by: Mapped[User | None] = relationship(foreign_keys=[submitted_by_id])
     answers: Mapped[list[Answer]] = relationship(
         back_populates="assessment", cascade="all, delete-orphan"
+    )
+    signoffs: Mapped[list[SignOff]] = relationship(
+        back_populates="assessment", order_by="SignOff.at"
     )
 
     @property
     def is_open(self) -> bool:
         return self.state in ("draft", "in_review")
+
+    @property
+    def is_editable(self) -> bool:
+        """Answers, evidence and waiver requests change only in a draft: in review they are
+        what the reviewers are deciding on, and a signed-off assessment is frozen."""
+        return self.state == "draft"
 
 
 class Answer(db.Model):
@@ -454,17 +469,68 @@ class SignOff(db.Model):
     role: Mapped[str] = mapped_column(String(40))
     decision: Mapped[str] = mapped_column(String(30))
     comment: Mapped[str] = mapped_column(Text, default="")
+    # A reject's comments on single items: {item_key: text}, shown on those items.
+    item_comments: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
+    review_round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    present: Mapped[str] = mapped_column(Text, default="", server_default="")  # meeting mode
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    assessment: Mapped[Assessment] = relationship(back_populates="signoffs")
     signer: Mapped[User] = relationship()
+    conditions: Mapped[list[Condition]] = relationship(
+        back_populates="signoff", order_by="Condition.due_on"
+    )
+
+
+class Condition(db.Model):
+    """An action item attached to an "approve with conditions": tracked until done."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    signoff_id: Mapped[int] = mapped_column(ForeignKey("sign_off.id"), index=True)
+    assessment_id: Mapped[int] = mapped_column(ForeignKey("assessment.id"), index=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    due_on: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+
+    signoff: Mapped[SignOff] = relationship(back_populates="conditions")
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id])
+    done_by: Mapped[User | None] = relationship(foreign_keys=[done_by_id])
+
+    def is_overdue(self, today: date) -> bool:
+        return self.done_at is None and self.due_on < today
 
 
 class Report(db.Model):
+    """The signed PDF of a signed-off assessment, and the snapshot it was made from.
+
+    Both are immutable once written: downloads serve these bytes, verification compares
+    against these hashes."""
+
     id: Mapped[int] = mapped_column(primary_key=True)
     assessment_id: Mapped[int] = mapped_column(ForeignKey("assessment.id"), index=True)
     pdf: Mapped[bytes] = mapped_column(LargeBinary)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    snapshot: Mapped[str] = mapped_column(Text, default="", server_default="")  # canonical JSON
+    snapshot_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    assessment: Mapped[Assessment] = relationship()
+
+
+class SigningCredential(db.Model):
+    """The instance's self-made report-signing certificate, kept in the database so every
+    web process and host signs with the same one. The key is encrypted with SECRET_KEY."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    key_pem: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

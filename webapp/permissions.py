@@ -33,7 +33,7 @@ def can_manage_team(user: User, team: Team) -> bool:
 
 
 def can_review(user: User) -> bool:
-    return user.is_authenticated and (user.is_admin or user.is_reviewer)
+    return user.is_authenticated and (user.is_admin or user.is_reviewer or bool(user.reviewer_roles))
 
 
 def require(allowed: bool) -> None:

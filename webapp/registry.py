@@ -24,7 +24,12 @@ class RegistryError(ValueError):
 
 def slugify(text: str) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:80] or "item"
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:80]
+    if not slug:  # emoji or symbols only: spell them out (🚀 → rocket), skipping joiners and modifiers
+        names = " ".join(unicodedata.name(ch, "") for ch in text
+                         if unicodedata.category(ch) not in ("Mn", "Me", "Cf", "Sk", "Zs"))
+        slug = re.sub(r"[^a-z0-9]+", "-", names.lower()).strip("-")[:80].strip("-")
+    return slug or "item"
 
 
 # Teams ---------------------------------------------------------------------------------

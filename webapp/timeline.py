@@ -79,6 +79,19 @@ def describe(event: AuditEvent) -> str:
         return "Marked the runbook reviewed."
     if action == "runbook.link":
         return f"Linked an external runbook: {after.get('runbook_url') or 'removed'}."
+    if action.startswith("signoff."):  # webapp/reviews.py
+        verb = {"signoff.approve": "Approved", "signoff.approve_with_conditions": "Approved with conditions",
+                "signoff.reject": "Rejected"}.get(action, action)
+        comment = f": {after['comment']}" if after.get("comment") else ""
+        return f"{verb} as {after.get('role', '?')} (review round {after.get('round', '?')}){comment}."
+    if action == "assessment.sign_off":
+        return f"Signed off an assessment; signed report SHA-256 {str(after.get('sha256', ''))[:16]}…."
+    if action == "assessment.supersede":
+        return "A newer sign-off superseded an assessment."
+    if action == "assessment.reject":
+        return "Sent an assessment back to draft."
+    if action == "condition.done":
+        return f"Completed the sign-off condition “{after.get('text', '')}”."
     return action.replace(".", ": ").replace("_", " ").capitalize() + "."
 
 

@@ -28,11 +28,21 @@
   document.addEventListener("htmx:configRequest", function (event) {
     var token = csrfToken();
     if (token) event.detail.headers["X-CSRFToken"] = token;
+    // A status click in an item's row carries the note being written in its open panel
+    // (an override needs one), and keeps the panel open in the answer.
+    var elt = event.detail.elt;
+    var form = elt && elt.closest ? elt.closest(".status-form") : null;
+    var row = form && form.closest(".item");
+    if (row && row.classList.contains("is-open")) {
+      row.querySelectorAll(".item-panel [data-carry]").forEach(function (field) {
+        event.detail.parameters[field.name] = field.value;
+      });
+    }
   });
 
   // An error htmx will not swap (403, 404, 500, network): say so inside the card.
   function showInlineError(elt, message) {
-    var card = elt && elt.closest ? elt.closest(".item-card") : null;
+    var card = elt && elt.closest ? elt.closest(".item") : null;
     var box = document.createElement("div");
     box.className = "flash flash-error card-error";
     box.setAttribute("role", "alert");
@@ -149,9 +159,62 @@
     if (counter) counter.textContent = shown;
   });
 
-  // ---- assessment keyboard: j/k move, 1-4 set status, e adds evidence ------------------
+  // ---- assessment rows: expand on click or Enter, editors loaded on demand ----------------
+  function rowPanel(row) { return row ? row.querySelector(".item-panel") : null; }
+
+  function setExpanded(row, open, then) {
+    var panel = rowPanel(row);
+    var toggle = row && row.querySelector(".item-toggle");
+    if (!panel || !toggle) return;
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    row.classList.toggle("is-open", open);
+    panel.hidden = !open;
+    if (open && !panel.firstElementChild && window.htmx) {
+      var list = row.closest("[data-panel-base]");
+      var url = list.getAttribute("data-panel-base") + encodeURIComponent(row.getAttribute("data-key"));
+      htmx.ajax("GET", url, { target: panel, swap: "innerHTML" }).then(function () {
+        if (then) then(panel);
+      });
+    } else if (open && then) {
+      then(panel);
+    }
+  }
+
+  document.addEventListener("click", function (event) {
+    var toggle = event.target.closest(".item-toggle");
+    if (!toggle || !window.htmx || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    var row = toggle.closest(".item");
+    setExpanded(row, toggle.getAttribute("aria-expanded") !== "true");
+  });
+
+  // ---- assessment keyboard: j/k move, Enter expands, 1-4 set status, e adds evidence ----
+  // Single-key shortcuts can be turned off (WCAG 2.1.4); the choice is kept in this browser.
   var STATUS_KEYS = { "1": "met", "2": "partial", "3": "not_met", "4": "n_a" };
-  var lastCardId = null;
+  var SHORTCUTS_KEY = "preflight.shortcuts";
+  var lastRowId = null;
+
+  function shortcutsOn() {
+    try { return window.localStorage.getItem(SHORTCUTS_KEY) !== "off"; } catch (e) { return true; }
+  }
+
+  var shortcutsBox = document.getElementById("shortcuts-enabled");
+  if (shortcutsBox) {
+    shortcutsBox.checked = shortcutsOn();
+    shortcutsBox.addEventListener("change", function () {
+      try { window.localStorage.setItem(SHORTCUTS_KEY, shortcutsBox.checked ? "on" : "off"); } catch (e) { /* private mode */ }
+    });
+  }
+
+  function openDialog(id) {
+    var dialog = document.getElementById(id);
+    if (dialog && !dialog.open && dialog.showModal) dialog.showModal();
+  }
+
+  document.addEventListener("click", function (event) {
+    var opener = event.target.closest("[data-open-dialog]");
+    if (opener) openDialog(opener.getAttribute("data-open-dialog"));
+  });
 
   function isTyping(target) {
     if (!target) return false;
@@ -159,76 +222,98 @@
     return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || target.isContentEditable;
   }
 
-  function visibleCards() {
-    return Array.prototype.filter.call(document.querySelectorAll(".item-card"), function (card) {
-      return card.offsetParent !== null;
+  function visibleRows() {
+    return Array.prototype.filter.call(document.querySelectorAll(".item"), function (row) {
+      return row.offsetParent !== null;
     });
   }
 
-  function currentCard() {
+  function currentRow() {
     var active = document.activeElement;
-    var card = active && active.closest ? active.closest(".item-card") : null;
-    if (card) return card;
-    return lastCardId ? document.getElementById(lastCardId) : null;
+    var row = active && active.closest ? active.closest(".item") : null;
+    if (row) return row;
+    return lastRowId ? document.getElementById(lastRowId) : null;
   }
 
-  function focusCard(card) {
-    if (!card) return;
-    lastCardId = card.id;
-    card.focus({ preventScroll: true });
-    card.scrollIntoView({ block: "nearest", behavior: "smooth" });
-    // keep it below the sticky header
-    var header = document.getElementById("score-header");
-    if (header) {
-      var top = card.getBoundingClientRect().top;
-      var limit = header.getBoundingClientRect().bottom + 8;
+  function focusRow(row) {
+    if (!row) return;
+    lastRowId = row.id;
+    row.focus({ preventScroll: true });
+    row.scrollIntoView({ block: "nearest" });
+    // keep it clear of the sticky score bar
+    var bar = document.getElementById("score-bar");
+    if (bar) {
+      var top = row.getBoundingClientRect().top;
+      var limit = bar.getBoundingClientRect().bottom + 8;
       if (top < limit) window.scrollBy(0, top - limit);
     }
   }
 
   document.addEventListener("focusin", function (event) {
-    var card = event.target.closest && event.target.closest(".item-card");
-    if (card) lastCardId = card.id;
+    var row = event.target.closest && event.target.closest(".item");
+    if (row) lastRowId = row.id;
   });
 
   document.addEventListener("keydown", function (event) {
-    if (!document.querySelector(".item-card")) return;
+    if (!document.querySelector(".item")) return;
+    if (event.key === "Escape" && isTyping(event.target)) {
+      var from = event.target.closest(".item");
+      if (from) { event.preventDefault(); focusRow(from); }
+      return;
+    }
     if (event.ctrlKey || event.metaKey || event.altKey || isTyping(event.target)) return;
-    var cards = visibleCards();
-    if (!cards.length) return;
-    var card = currentCard();
-    var index = card ? cards.indexOf(card) : -1;
+    if (document.querySelector("dialog[open]")) return;
+    var row = currentRow();
+    if (event.key === "Enter" && row && event.target === row) {
+      event.preventDefault();
+      setExpanded(row, !row.classList.contains("is-open"));
+      return;
+    }
+    if (!shortcutsOn()) return;
+    var rows = visibleRows();
+    if (!rows.length) return;
+    var index = row ? rows.indexOf(row) : -1;
     if (event.key === "j" || event.key === "k") {
       event.preventDefault();
       var next = event.key === "j" ? index + 1 : index - 1;
       if (index === -1) next = 0;
-      focusCard(cards[Math.max(0, Math.min(cards.length - 1, next))]);
-    } else if (STATUS_KEYS[event.key] && card) {
-      var button = card.querySelector('button[name="status"][value="' + STATUS_KEYS[event.key] + '"]');
+      focusRow(rows[Math.max(0, Math.min(rows.length - 1, next))]);
+    } else if (STATUS_KEYS[event.key] && row) {
+      var button = row.querySelector('.status-form button[name="status"][value="' + STATUS_KEYS[event.key] + '"]');
       if (button && !button.disabled) {
         event.preventDefault();
+        lastRowId = row.id;
         button.click();
       }
     } else if (event.key === "e") {
-      var target = card || cards[0];
-      var field = target.querySelector('.evidence-form input[name="url"]');
-      if (field) {
-        event.preventDefault();
-        lastCardId = target.id;
-        field.focus();
-      }
+      var target = row || rows[0];
+      event.preventDefault();
+      lastRowId = target.id;
+      setExpanded(target, true, function (panel) {
+        var field = panel.querySelector('.evidence-form input[name="url"]');
+        if (field) field.focus();
+      });
     } else if (event.key === "?") {
-      var help = document.getElementById("keyboard-help");
-      if (help) help.open = !help.open;
+      event.preventDefault();
+      openDialog("keyboard-help");
     }
   });
 
-  // After htmx replaces a card, put focus back on it so j/k/1-4 carry on from there.
-  document.addEventListener("htmx:afterSettle", function () {
-    if (!lastCardId) return;
+  // After htmx replaces a row, put focus back: on the note when the save was refused (an
+  // override needs a note), else on the row, so j/k/1-4 carry on from there.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var target = event.detail && event.detail.target;
+    if (target && target.classList && target.classList.contains("item-panel")) return;
+    if (!lastRowId) return;
+    var row = document.getElementById(lastRowId);
+    if (!row) return;
+    var refused = row.querySelector(".card-error");
+    if (refused) {
+      var note = row.querySelector("textarea[name=note]");
+      if (note) { note.focus(); return; }
+    }
     var active = document.activeElement;
-    if (active && active !== document.body && document.contains(active)) return;
-    var card = document.getElementById(lastCardId);
-    if (card) card.focus({ preventScroll: true });
+    if (active && active !== document.body && document.contains(active) && row.contains(active)) return;
+    if (!active || active === document.body || !document.contains(active)) row.focus({ preventScroll: true });
   });
 })();

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
-from webapp import assessments, catalog
+from webapp import assessments, catalog, probe_messages
 from webapp.checklists import diff_checklists
 from webapp.extensions import db
 from webapp.forms import (
@@ -22,8 +23,11 @@ from webapp.forms import (
     WaiverForm,
     choices,
 )
-from webapp.models import Assessment, ChecklistVersion, Evidence, Service, User, Waiver
+from webapp.models import Answer, Assessment, ChecklistVersion, Evidence, Service, User, Waiver
 from webapp.permissions import can_edit_services, can_manage_team, can_review, require
+from webapp.probes.runs import ANSWER_FOR_OUTCOME
+from webapp.scoring import STATUSES
+from webapp.views.reviews import panel_context
 
 bp = Blueprint("assessments", __name__)
 
@@ -47,49 +51,107 @@ def _people():
 @bp.route("/services/<int:service_id>/assessments/new", methods=["GET", "POST"])
 @login_required
 def start(service_id: int):
-    """Start an assessment against the latest version of a checklist, or re-assess."""
+    """Start an assessment against the latest version of a checklist, or re-assess: copying
+    answers from a signed-off or in-review assessment is the default."""
     service = db.get_or_404(Service, service_id)
     require(can_edit_services(current_user, service.team))
     versions = catalog.latest_versions()  # loaded by `flask checklists sync` and the worker, never here
+    sources = assessments.copy_sources(service)
     form = StartAssessmentForm()
     form.checklist.choices = choices((v.id, f"{v.title} (v{v.version})") for v in versions)
+    form.copy_from.choices = choices([(a.id, _assessment_label(a)) for a in sources]
+                                     + [(0, "Nothing: start with every item unanswered")])
     previous = next(iter(service.assessments), None)
     if request.method == "GET":
         # Default to what the service used last, else the main production readiness checklist.
         preferred = previous.checklist_version.slug if previous else "production-readiness"
         form.checklist.data = next((v.id for v in versions if v.slug == preferred), None)
+        form.copy_from.data = sources[0].id if sources else 0
+    drafts = {v.id: assessments.open_draft(service, v.slug) for v in versions}
     if form.validate_on_submit():
         version = db.session.get(ChecklistVersion, form.checklist.data)
-        copy_from = previous if form.copy_previous.data else None
+        copy_from = next((a for a in sources if a.id == form.copy_from.data), None)
         if copy_from is not None and copy_from.checklist_version.slug != version.slug:
-            form.copy_previous.errors.append("The latest assessment used another checklist; nothing to copy.")
+            form.copy_from.errors.append(f"That assessment used another checklist ({copy_from.checklist_version.title}); "
+                                         "pick one of the same checklist, or nothing.")
         else:
             try:
                 assessment = assessments.start_assessment(service, version, current_user, copy_from)
+            except assessments.OpenDraftExists as exc:
+                db.session.rollback()
+                flash(str(exc), "info")
+                return redirect(url_for("assessments.show", assessment_id=exc.draft.id))
             except assessments.AssessmentError as exc:
                 db.session.rollback()
                 flash(str(exc), "error")
                 return redirect(url_for("services.show", service_id=service.id))
             db.session.commit()
-            flash("Assessment started." + (" Answers copied from the previous one." if copy_from else ""), "success")
+            flash("Assessment started." + (" Answers copied from the assessment of "
+                                           f"{copy_from.created_at:%Y-%m-%d}." if copy_from else ""), "success")
             return redirect(url_for("assessments.show", assessment_id=assessment.id))
-    return render_template("assessments/start.html", service=service, form=form,
-                           previous=previous), 400 if form.errors else 200
+    return render_template("assessments/start.html", service=service, form=form, sources=sources,
+                           drafts={k: v for k, v in drafts.items() if v is not None}), 400 if form.errors else 200
+
+
+def _assessment_label(a: Assessment) -> str:
+    """Tell assessments apart: when, which checklist, state, who started it."""
+    who = a.created_by.name if a.created_by else "someone"
+    when = (a.decided_at or a.submitted_at or a.created_at)
+    return (f"{a.checklist_version.title} v{a.checklist_version.version} · {a.state.replace('_', ' ')} "
+            f"{when:%Y-%m-%d %H:%M} · started by {who} · score {a.score:g}")
+
+
+def _load_page(assessment_id: int) -> Assessment:
+    """The assessment with everything the page shows, in a constant number of queries."""
+    assessment = db.session.scalar(
+        select(Assessment).where(Assessment.id == assessment_id)
+        .options(selectinload(Assessment.answers).selectinload(Answer.evidence),
+                 selectinload(Assessment.answers).selectinload(Answer.waivers),
+                 joinedload(Assessment.service).joinedload(Service.team),
+                 joinedload(Assessment.checklist_version)))
+    if assessment is None:
+        abort(404)
+    return assessment
+
+
+def _probe_views(assessment: Assessment, checklist, answers: dict) -> dict[str, dict]:
+    """For each probe-backed item: the probe's latest result in words, whether it can run at
+    all, and whether it disagrees with the answer (one query for the whole page)."""
+    service = assessment.service
+    items = [item for item in checklist.items if item.probe]
+    if not items:
+        return {}
+    latest = assessments.latest_checks(service)
+    statuses = ANSWER_FOR_OUTCOME
+    views = {}
+    for item in items:
+        check, result = latest.get(item.probe, (None, None))
+        answer = answers.get(item.key)
+        says = statuses.get(check.outcome) if check else None
+        status = answer.status if answer else None
+        views[item.key] = dict(
+            kind=item.probe, label=probe_messages.KIND_LABELS.get(item.probe, item.probe),
+            outcome=check.outcome if check else None, checked_at=check.checked_at if check else None,
+            result_id=check.result_id if check else None, message=probe_messages.describe(result, check and check.outcome),
+            missing=probe_messages.cannot_run(service, item.probe), says=says,
+            differs=says is not None and status is not None and status != says,
+        )
+    return views
 
 
 def _page_context(assessment: Assessment) -> dict:
     checklist = assessments.checklist_for(assessment)
     card = assessments.scorecard(assessment)
-    latest = catalog.latest_version(assessment.checklist_version.slug)
+    answers = assessments.answers_by_key(assessment)
+    team = assessment.service.team
+    can_edit = assessment.is_editable and can_edit_services(current_user, team)
     return dict(
         assessment=assessment, service=assessment.service, checklist=checklist, card=card,
-        answers=assessments.answers_by_key(assessment),
-        can_edit=assessment.is_open and can_edit_services(current_user, assessment.service.team),
-        can_waive=assessment.is_open and can_manage_team(current_user, assessment.service.team),
-        can_review=can_review(current_user), people=_people(), now=datetime.now(UTC),
-        newer_version=latest if latest and latest.id != assessment.checklist_version_id
-        and latest.loaded_at > assessment.checklist_version.loaded_at else None,
-        confirm_form=ConfirmForm(), evidence_form=EvidenceForm(),
+        answers=answers, probes=_probe_views(assessment, checklist, answers),
+        can_edit=can_edit,
+        can_waive=assessment.is_editable and can_manage_team(current_user, team),
+        can_review=can_review(current_user), now=datetime.now(UTC),
+        **panel_context(assessment),
     )
 
 
@@ -107,37 +169,79 @@ def _visible(item, answer, tier: int, which: str) -> bool:
 @bp.get("/assessments/<int:assessment_id>")
 @login_required
 def show(assessment_id: int):
-    """The assessment page: score header, categories, one card per item."""
-    assessment = db.get_or_404(Assessment, assessment_id)
+    """The assessment page: score bar, categories, one compact row per item; a row's editors
+    load on demand (`open=<key>` renders one expanded, for browsers without script)."""
+    assessment = _load_page(assessment_id)
     which = request.args.get("filter", "all")
     if which not in FILTERS:
         which = "all"
     context = _page_context(assessment)
+    latest = catalog.latest_version(assessment.checklist_version.slug)
+    context["newer_version"] = (latest if latest and latest.id != assessment.checklist_version_id
+                                and latest.loaded_at > assessment.checklist_version.loaded_at else None)
     context["visible"] = {
         item.key: _visible(item, context["answers"].get(item.key), assessment.service.tier, which)
         for item in context["checklist"].items}
-    return render_template("assessments/show.html", filter=which, filters=FILTERS, **context)
+    open_key = request.args.get("open")
+    if open_key and context["checklist"].item(open_key) is not None:
+        context.update(_panel_context(assessment, open_key))
+        # After a refused save without script: offer to save the status that was refused.
+        pending = request.args.get("pending")
+        context["pending_status"] = pending if pending in STATUSES else None
+    return render_template("assessments/show.html", filter=which, filters=FILTERS, open_key=open_key,
+                           **context)
+
+
+def _panel_context(assessment: Assessment, item_key: str) -> dict:
+    """What an expanded item adds: who answered, the history, the people for waivers."""
+    answer = assessments.answer_for(assessment, item_key)
+    return dict(changes=answer.changes if answer else [],
+                answered_by=answer.answered_by if answer else None)
+
+
+@bp.get("/assessments/<int:assessment_id>/items/<item_key>")
+@login_required
+def panel(assessment_id: int, item_key: str):
+    """One item's note, evidence, waivers, guidance and history (htmx: the panel alone)."""
+    if not _is_htmx():
+        return redirect(url_for("assessments.show", assessment_id=assessment_id, open=item_key,
+                                _anchor=f"item-{item_key}"))
+    assessment = _load_page(assessment_id)
+    context = _page_context(assessment)
+    item = context["checklist"].item(item_key)
+    if item is None:
+        abort(404, description=f"“{item_key}” is not an item of this checklist.")
+    context.update(_panel_context(assessment, item_key))
+    return render_template("assessments/_panel.html", item=item, **context)
 
 
 def _load_for_edit(assessment_id: int, item_key: str):
-    assessment = db.get_or_404(Assessment, assessment_id)
+    assessment = _load_page(assessment_id)
     require(can_edit_services(current_user, assessment.service.team))
-    if assessment.checklist_version and assessments.checklist_for(assessment).item(item_key) is None:
+    if assessments.checklist_for(assessment).item(item_key) is None:
         abort(404, description=f"“{item_key}” is not an item of this checklist.")
     return assessment
 
 
 def _respond_item(assessment: Assessment, item_key: str, *, error: str | None = None,
-                  conflict=None, status: int = 200):
-    """htmx: the item card plus the score header out of band; else back to the page."""
+                  conflict=None, status: int = 200, pending_status: str | None = None):
+    """htmx: the item row, and out of band every figure that depends on it (score bar,
+    category headers, sidebar with blockers); else back to the page."""
     if _is_htmx():
+        db.session.expire_all()
+        assessment = _load_page(assessment.id)
         context = _page_context(assessment)
         item = context["checklist"].item(item_key)
+        expanded = bool(error or conflict or request.form.get("expanded"))
+        if expanded:
+            context.update(_panel_context(assessment, item_key))
         return render_template("assessments/_item_response.html", item=item, error=error,
-                               conflict=conflict, saved=error is None, **context), status
+                               conflict=conflict, saved=error is None, expanded=expanded,
+                               pending_status=pending_status, **context), status
     if error:
         flash(error, "error")
-    return redirect(url_for("assessments.show", assessment_id=assessment.id, _anchor=f"item-{item_key}"))
+    reopen = {"open": item_key, "pending": pending_status or ""} if error else {}
+    return redirect(url_for("assessments.show", assessment_id=assessment.id, **reopen, _anchor=f"item-{item_key}"))
 
 
 @bp.post("/assessments/<int:assessment_id>/items/<item_key>/answer")
@@ -149,8 +253,13 @@ def answer(assessment_id: int, item_key: str):
     if not form.validate_on_submit():
         message = "; ".join(e for errors in form.errors.values() for e in errors)
         return _respond_item(assessment, item_key, error=f"Not saved: {message}", status=400)
+    if "note" in request.form:
+        note = form.note.data or ""
+    else:  # a status click from the compact row: the note stays as it is
+        current = assessments.answer_for(assessment, item_key)
+        note = current.note if current else ""
     try:
-        assessments.record_answer(assessment, item_key, form.status.data, form.note.data or "",
+        assessments.record_answer(assessment, item_key, form.status.data, note,
                                   current_user, expected_version=form.version.data)
         db.session.commit()
     except assessments.AnswerConflict as exc:
@@ -163,7 +272,8 @@ def answer(assessment_id: int, item_key: str):
                              conflict=theirs, status=409)
     except assessments.AssessmentError as exc:
         db.session.rollback()
-        return _respond_item(assessment, item_key, error=f"Not saved: {exc}", status=400)
+        return _respond_item(assessment, item_key, error=f"Not saved: {exc}", status=400,
+                             pending_status=form.status.data)
     return _respond_item(assessment, item_key)
 
 
@@ -279,7 +389,12 @@ def submit(assessment_id: int):
     else:
         try:
             assessments.submit_for_review(assessment, current_user)
+        except assessments.SubmitBlocked as exc:
+            db.session.rollback()
+            return render_template("reviews/submit_blocked.html", assessment=assessment,
+                                   items=exc.items, message=str(exc)), 400
         except assessments.AssessmentError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
             db.session.commit()
@@ -330,7 +445,10 @@ def _parse_when(value: str | None) -> datetime | None:
 def compare(service_id: int):
     """Two assessments of a service (or one at two dates), item by item, with the score delta."""
     service = db.get_or_404(Service, service_id)
-    options = service.assessments
+    options = list(db.session.scalars(
+        select(Assessment).where(Assessment.service_id == service.id)
+        .options(joinedload(Assessment.created_by), joinedload(Assessment.checklist_version))
+        .order_by(Assessment.created_at.desc(), Assessment.id.desc())))
     rows = None
     old = new = None
     old_at, new_at = _parse_when(request.args.get("a_at")), _parse_when(request.args.get("b_at"))
@@ -343,4 +461,5 @@ def compare(service_id: int):
         rows = assessments.compare(old, new, old_at, new_at)
     scores = (assessments.score_at(old, old_at), assessments.score_at(new, new_at)) if rows is not None else None
     return render_template("assessments/compare.html", service=service, options=options, rows=rows,
-                           old=old, new=new, scores=scores, args=request.args)
+                           old=old, new=new, scores=scores, args=request.args.to_dict(),
+                           changes_only=request.args.get("changes") == "1")

@@ -10,7 +10,14 @@ from sqlalchemy import select
 
 from webapp import accounts
 from webapp.extensions import db, limiter
-from webapp.forms import AcceptInviteForm, ChangePasswordForm, InviteForm, LoginForm, SignupForm
+from webapp.forms import (
+    AcceptInviteForm,
+    ChangePasswordForm,
+    InviteForm,
+    LoginForm,
+    ProfileForm,
+    SignupForm,
+)
 from webapp.models import Invitation, User
 from webapp.permissions import require
 
@@ -113,6 +120,7 @@ def users():
             db.session.commit()
             link = url_for("auth.accept_invitation", token=token, _external=True)
             flash("Invitation created. Send this link to the person; it works once, for 7 days.", "success")
+            form = InviteForm(formdata=None)  # the form starts empty again for the next person
     people = db.session.scalars(select(User).order_by(User.name)).all()
     invitations = db.session.scalars(
         select(Invitation).where(Invitation.used_at.is_(None)).order_by(Invitation.created_at.desc())
@@ -140,3 +148,20 @@ def accept_invitation(token: str):
             flash("Welcome to Preflight.", "success")
             return redirect(url_for("main.index"))
     return render_template("auth/accept.html", form=form, invitation=invitation), 400 if form.errors else 200
+
+
+@bp.route("/account/profile", methods=["GET", "POST"])
+@login_required
+def profile():
+    """One's own name (and where to change the password)."""
+    form = ProfileForm(obj=current_user) if request.method == "GET" else ProfileForm()
+    if form.validate_on_submit():
+        try:
+            accounts.rename_user(current_user, form.name.data, current_user)
+        except accounts.AccountError as exc:
+            form.name.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash("Your name is saved.", "success")
+            return redirect(url_for("auth.profile"))
+    return render_template("auth/profile.html", form=form), 400 if form.errors else 200

@@ -1,0 +1,99 @@
+"""The sign-off journey in real Chromium: the team submits, the owner and an SRE sign off in
+meeting mode (keyboard navigation, gaps only, the form on the last slide), then the signed
+PDF is downloaded and verified on the verification page."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from tests.factories import PASSWORD
+from tests.signoff_helpers import Cast, answered_assessment
+from tests.test_browser import live_server, page  # noqa: F401 - pytest fixtures
+from webapp import assessments, reports
+from webapp.extensions import db
+from webapp.models import Assessment, Report
+
+pytestmark = pytest.mark.browser
+
+
+def _login(page, user):  # noqa: F811
+    page.context.clear_cookies()
+    page.goto(page.base + "/login")
+    page.fill("input[name=email]", user.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main form button[type=submit]")
+    page.wait_for_url(page.base + "/")
+
+
+def _sign_in_meeting(page, assessment_id, role, present):  # noqa: F811
+    page.goto(f"{page.base}/assessments/{assessment_id}/meeting")
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    assert page.locator(".slide.is-current").get_attribute("id") == "slide-summary"
+    page.keyboard.press("ArrowRight")
+    assert page.locator(".slide.is-current").get_attribute("id") != "slide-summary"
+    page.keyboard.press("End")
+    assert page.locator(".slide.is-current").get_attribute("id") == "slide-decision"
+    page.select_option("#slide-decision select[name=role]", role)
+    page.select_option("#slide-decision select[name=decision]", "approve")
+    page.fill("#slide-decision input[name=present]", present)
+    page.click("#slide-decision button[type=submit]")
+
+
+def test_submit_sign_off_in_meeting_mode_download_and_verify(page, tmp_path):  # noqa: F811
+    page.set_default_timeout(30_000)  # signing off renders and signs the PDF in the request
+    cast = Cast(tier=2)
+    assessment = answered_assessment(cast.service, cast.member, notes=True, evidence=True)
+    gap = assessments.answer_for(assessment, "structured_logging")
+    gap.status = "partial"
+    assessments.refresh_score(assessment)
+    db.session.commit()
+
+    _login(page, cast.member)
+    page.goto(f"{page.base}/assessments/{assessment.id}")
+    page.click("button:has-text('Submit for review')")
+    page.locator("text=Answers are read-only until the reviewers decide").wait_for()
+
+    # The SRE sees it waiting, with the count in the navigation.
+    _login(page, cast.sre)
+    assert page.locator(".nav-count").inner_text() == "1"
+
+    _login(page, cast.owner)
+    page.goto(f"{page.base}/assessments/{assessment.id}/meeting")
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.screenshot(path="/tmp/preflight-meeting-summary.png")
+    page.keyboard.press("g")  # gaps only: category slides without gaps are skipped
+    page.keyboard.press("ArrowRight")
+    current = page.locator(".slide.is-current")
+    assert current.get_attribute("data-has-gaps") == "true"
+    assert current.locator(".slide-item:visible").count() == current.locator(".slide-item.is-gap").count()
+    page.screenshot(path="/tmp/preflight-meeting-gaps.png")
+    page.keyboard.press("g")
+    _sign_in_meeting(page, assessment.id, "owner", "Olive, Sam, Mo")
+    page.locator("text=Your decision as “owner” is recorded").wait_for()
+    page.screenshot(path="/tmp/preflight-meeting-decision.png")
+
+    _login(page, cast.sre)
+    _sign_in_meeting(page, assessment.id, "sre", "Olive, Sam, Mo")
+    page.locator("text=Signed off. The assessment is frozen").wait_for()
+    db.session.expire_all()
+    assert db.session.get(Assessment, assessment.id).state == "signed_off"
+
+    with page.expect_download() as download:
+        page.click("text=Download signed report")
+    pdf = tmp_path / "report.pdf"
+    download.value.save_as(pdf)
+    stored = db.session.scalar(select(Report))
+    assert pdf.read_bytes() == stored.pdf
+    assert reports.verify_pdf(pdf.read_bytes()).genuine
+
+    page.goto(page.base + "/reports/verify")
+    page.set_input_files("input[name=pdf]", str(pdf))
+    page.click("main form button[type=submit]")
+    page.locator("#verify-result").wait_for()
+    assert "✔ Genuine" in page.locator("#verify-result").inner_text()
+
+    # Escape leaves meeting mode.
+    page.goto(f"{page.base}/assessments/{assessment.id}/meeting")
+    page.keyboard.press("Escape")
+    page.wait_for_url(f"**/assessments/{assessment.id}/review")

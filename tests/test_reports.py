@@ -1,0 +1,216 @@
+"""The signed PDF report: content (pdftotext), the embedded snapshot, the PAdES signature
+(pdfsig and our own check), a flipped byte, downloads, draft exports, the verification page,
+the CLI, and a url_fetcher that never leaves the app's static files."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import re
+import shutil
+import subprocess
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.signoff_helpers import Cast, answered_assessment
+from webapp import assessments, reports, reviews
+from webapp.extensions import db
+from webapp.models import Answer, Report, SigningCredential
+
+POPPLER = shutil.which("pdfsig") and shutil.which("pdftotext")
+needs_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils (pdfsig, pdftotext) not installed")
+
+
+@pytest.fixture
+def signed(app):
+    """A tier-2 assessment with notes, evidence, one not-met item under a waiver, signed
+    off by owner and SRE: (cast, assessment, report)."""
+    cast = Cast(tier=2)
+    assessment = answered_assessment(cast.service, cast.member, notes=True, evidence=True)
+    answer = assessments.answer_for(assessment, "structured_logging")
+    answer.status, answer.note = "not_met", "Logs are **plain text** for now. <script>alert(1)</script>"
+    assessments.refresh_score(assessment)
+    assessments.submit_for_review(assessment, cast.member)
+    reviews.decide(assessment, cast.owner, "owner", "approve", "Good to go.")
+    reviews.decide(assessment, cast.sre, "sre", "approve")
+    db.session.commit()
+    report = db.session.scalar(select(Report))
+    return cast, assessment, report
+
+
+def _text(pdf: bytes, tmp_path) -> str:
+    path = tmp_path / "r.pdf"
+    path.write_bytes(pdf)
+    out = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True)
+    return re.sub(r"\s+", " ", out.stdout)
+
+
+def _pdfsig(pdf: bytes, tmp_path) -> str:
+    path = tmp_path / "sig.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdfsig", str(path)], capture_output=True, text=True).stdout
+
+
+@needs_poppler
+def test_report_shows_every_item_the_verdict_and_the_signers(signed, tmp_path):
+    _, assessment, report = signed
+    text = _text(report.pdf, tmp_path)
+    for item in assessments.checklist_for(assessment).items:
+        assert re.sub(r"\s+", " ", item.title) in text, item.title
+    assert "Ready with conditions" in text or "Ready" in text
+    card = assessments.scorecard(assessment)
+    assert card.verdict_label in text and f"{card.score:g}/100" in text.replace(" /100", "/100")
+    for name in ("Olive Owner", "Sam SRE", "Good to go."):
+        assert name in text
+    assert "Gaps and risks" in text and "Page 1 of" in text
+    assert f"{report.snapshot_sha256}" in text.replace(" ", "") or report.snapshot_sha256[:32] in text.replace(" ", "")
+    assert "<script>" in text  # a note's HTML is shown as text, never interpreted
+
+
+def test_embedded_snapshot_equals_the_stored_one_and_hashes_match(signed):
+    _, _, report = signed
+    assert hashlib.sha256(report.pdf).hexdigest() == report.sha256
+    assert reports.embedded_snapshot(report.pdf) == report.snapshot.encode("utf-8")
+    assert hashlib.sha256(report.snapshot.encode()).hexdigest() == report.snapshot_sha256
+
+
+@needs_poppler
+def test_pdfsig_says_valid_and_a_flipped_byte_fails_pdfsig_and_verify(signed, tmp_path, runner):
+    _, _, report = signed
+    out = _pdfsig(report.pdf, tmp_path)
+    assert "Signature is Valid." in out and "Total document signed" in out
+    assert "ETSI.CAdES.detached" in out
+
+    path = tmp_path / "good.pdf"
+    path.write_bytes(report.pdf)
+    result = runner.invoke(args=["reports", "verify", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"genuine: report {report.id}, assessment {report.assessment_id}" in result.output
+
+    tampered = bytearray(report.pdf)
+    # A byte inside the signed content (the page content streams), not in the signature itself.
+    position = report.pdf.index(b"stream", len(report.pdf) // 4) + 20
+    tampered[position] ^= 0x01
+    assert "Signature is Valid." not in _pdfsig(bytes(tampered), tmp_path)
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(bytes(tampered))
+    result = runner.invoke(args=["reports", "verify", str(bad)])
+    assert result.exit_code == 1
+    assert "NOT genuine" in result.output and "altered" in result.output
+
+
+def test_the_signing_certificate_is_made_once_and_kept_in_the_database(signed):
+    cast, _, _ = signed
+    second = answered_assessment(cast.service, cast.member)
+    assessments.submit_for_review(second, cast.member)
+    reviews.decide(second, cast.owner, "owner", "approve")
+    reviews.decide(second, cast.sre, "sre", "approve")
+    db.session.commit()
+    assert db.session.scalar(select(func.count(SigningCredential.id))) == 1
+    row = db.session.scalar(select(SigningCredential))
+    assert "ENCRYPTED PRIVATE KEY" in row.key_pem  # never stored in the clear
+    reports_ = db.session.scalars(select(Report).order_by(Report.id)).all()
+    assert all(reports.verify_pdf(r.pdf).genuine for r in reports_)
+
+
+def test_downloads_return_the_stored_bytes(signed, client, auth):
+    cast, assessment, report = signed
+    auth.login(cast.outsider)  # anyone signed in may read
+    response = client.get(f"/reports/{report.id}.pdf")
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    assert response.data == report.pdf
+    assert client.get(f"/assessments/{assessment.id}/export.pdf").data == report.pdf
+    page = client.get(f"/services/{cast.service.id}").get_data(as_text=True)
+    assert f"/reports/{report.id}.pdf" in page and report.sha256[:16] in page
+
+
+@needs_poppler
+def test_a_draft_export_is_watermarked_unsigned_and_never_verifies(app, client, auth, tmp_path):
+    cast = Cast(tier=2)
+    assessment = answered_assessment(cast.service, cast.member, skip=("structured_logging",))
+    db.session.commit()
+    auth.login(cast.member)
+    response = client.get(f"/assessments/{assessment.id}/export.pdf")
+    assert response.status_code == 200
+    assert "DRAFT" in response.headers["Content-Disposition"]
+    text = _text(response.data, tmp_path)
+    assert "DRAFT — not signed off" in text
+    assert reports.embedded_snapshot(response.data) is None
+    assert "Signature Field Name" not in _pdfsig(response.data, tmp_path)
+    result = reports.verify_pdf(response.data)
+    assert not result.genuine and "the PDF carries no signature" in result.reasons[0]
+    assert db.session.scalar(select(func.count(Report.id))) == 0  # GET wrote nothing
+
+
+def test_verification_page_by_upload_and_by_hash(signed, client, auth):
+    cast, _, report = signed
+    auth.login(cast.outsider)
+    page = client.post("/reports/verify", data={"pdf": (io.BytesIO(report.pdf), "r.pdf")},
+                       content_type="multipart/form-data").get_data(as_text=True)
+    assert "✔ Genuine" in page and f"report {report.id} of" in page and "sre Sam SRE" in page
+    page = client.post("/reports/verify", data={"sha256": report.sha256.upper()}).get_data(as_text=True)
+    assert "✔ Genuine" in page
+    forged = bytearray(report.pdf)
+    forged[report.pdf.index(b"stream", len(forged) // 3) + 30] ^= 0x20
+    forged = bytes(forged)
+    response = client.post("/reports/verify", data={"pdf": (io.BytesIO(forged), "f.pdf")},
+                           content_type="multipart/form-data")
+    assert "✖ Not genuine" in response.get_data(as_text=True)
+    response = client.post("/reports/verify", data={"sha256": "not-a-hash"})
+    assert "not a SHA-256" in response.get_data(as_text=True)
+    assert client.post("/reports/verify", data={}).status_code == 400
+
+
+def test_cli_lists_and_exports_reports(signed, runner, tmp_path):
+    cast, assessment, report = signed
+    result = runner.invoke(args=["reports", "list"])
+    assert result.exit_code == 0
+    assert result.output.startswith(f"{report.id}\t{cast.service.slug}\t{assessment.id}\t{report.sha256}\t")
+    out = tmp_path / "export.pdf"
+    result = runner.invoke(args=["reports", "export", str(report.id), "-o", str(out)])
+    assert result.exit_code == 0 and out.read_bytes() == report.pdf
+    assert runner.invoke(args=["reports", "export", "999", "-o", str(out)]).exit_code == 1
+    not_pdf = tmp_path / "x.pdf"
+    not_pdf.write_bytes(b"hello")
+    result = runner.invoke(args=["reports", "verify", str(not_pdf)])
+    assert result.exit_code == 1 and "NOT genuine" in result.output
+
+
+def test_the_url_fetcher_serves_only_static_files(app, tmp_path):
+    """A note with an image and an evidence link to a live server: rendering fetches nothing."""
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        cast = Cast(tier=3)
+        assessment = answered_assessment(cast.service, cast.member, evidence=True)
+        answer = db.session.scalar(select(Answer).where(Answer.assessment_id == assessment.id).limit(1))
+        answer.note = f"![diagram]({url}/diagram.png) and [the doc]({url}/doc)"
+        answer.evidence[0].url = f"{url}/evidence"
+        db.session.flush()
+        with app.test_request_context():
+            pdf = reports.draft_pdf(assessment)
+            fetcher = reports._static_fetcher()
+            assert fetcher.fetch(f"{app.static_folder}/css/report.css".replace("/", "/", 1).join(["file://", ""])).status == 200
+            for refused in (f"{url}/x.css", "file:///etc/passwd", f"file://{app.static_folder}/../README.md"):
+                with pytest.raises(ValueError):
+                    fetcher.fetch(refused)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    assert pdf.startswith(b"%PDF") and hits == []
