@@ -19,10 +19,11 @@ from flask import url_for
 from sqlalchemy import func, select
 
 from tests.factories import PASSWORD, MembershipFactory, ServiceFactory, TeamFactory, UserFactory
-from webapp import accounts, assessments, catalog, runbooks
+from webapp import accounts, assessments, catalog, runbooks, tokens
 from webapp.checklists import parse_checklist
 from webapp.extensions import db
 from webapp.models import (
+    ApiToken,
     Assessment,
     Condition,
     Evidence,
@@ -178,6 +179,16 @@ MATRIX: dict[str, dict[str, Rule]] = {
                                     done=lambda ids: db.session.get(User, ids["user_id"]).disabled_at is not None)},
     "attention.index": {"GET": page(SIGNED_IN)},
     "attention.mine": {"GET": page(SIGNED_IN)},
+    # API tokens (the API itself takes bearer tokens only: tests/test_api_*.py hold it to the
+    # same rules, and test_api_protocol.py checks that a session cookie gets 401 on every route).
+    "tokens.mine": {"GET": page(SIGNED_IN),
+                    "POST": act(SIGNED_IN, {"name": "ci", "scopes": "read", "expires": "30"}, status=200,
+                                done=lambda ids: _count(ApiToken, ApiToken.team_id.is_(None)) == 1)},
+    "tokens.team": {"GET": page(MANAGERS),
+                    "POST": act(MANAGERS, {"name": "sync", "scopes": "read", "expires": "30"}, status=200,
+                                done=lambda ids: _count(ApiToken, ApiToken.team_id == ids["team_id"]) == 2)},
+    "tokens.revoke": {"POST": act(MANAGERS, done=lambda ids: db.session.get(
+        ApiToken, ids["token_id"]).revoked_at is not None)},
     # Review and sign-off (tests/test_reviews.py covers the workflow itself).
     "reviews.queue": {"GET": page(SIGNED_IN)},
     "reviews.show": {"GET": page(SIGNED_IN)},
@@ -199,7 +210,8 @@ CASES = [(endpoint, method) for endpoint, methods in MATRIX.items() for method i
 
 
 def test_every_route_has_a_rule(app):
-    routes = {(rule.endpoint, method) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+    routes = {(rule.endpoint, method) for rule in app.url_map.iter_rules()
+              if rule.endpoint != "static" and not rule.endpoint.startswith("api.")  # bearer tokens
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     missing, stale = sorted(routes - set(CASES)), sorted(set(CASES) - routes)
     assert not missing, f"add these to MATRIX in tests/test_permissions.py: {missing}"
@@ -234,6 +246,7 @@ def world(app):
     invitation, token = accounts.create_invitation("invited@example.test", people["admin"])
     first = runbooks.save_revision(service, "# Runbook\n\nRestart it.", maintainer, based_on_id=None)
     runbook = runbooks.save_revision(service, "# Runbook\n\nRestart it once.", maintainer, based_on_id=first.id)
+    api_token, _ = tokens.create_token(maintainer, "ci", ["read"], 30, team=team)
     # A sign-off condition and a stored report, for the review and report routes.
     signoff = SignOff(assessment=assessment, signer_id=maintainer.id, role="owner", decision="reject",
                       comment="Earlier round", review_round=0)
@@ -242,7 +255,7 @@ def world(app):
     report = Report(assessment_id=assessment.id, pdf=b"%PDF-1.7 stored", sha256="ab" * 32, snapshot="{}")
     db.session.add_all([signoff, condition, report])
     db.session.commit()
-    ids = {"team_id": team.id, "service_id": service.id, "assessment_id": assessment.id, "item_key": ITEM,
+    ids = {"token_id": api_token.id, "team_id": team.id, "service_id": service.id, "assessment_id": assessment.id, "item_key": ITEM,
            "evidence_id": evidence.id, "waiver_id": waiver.id, "user_id": people["viewer"].id,
            "run_id": probe_run.id, "result_id": result.id, "slug": "production-readiness", "token": token,
            "newer_version_id": newer.id, "other_version_id": catalog.latest_version("design-for-production").id,

@@ -13,7 +13,7 @@ from markupsafe import escape
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from webapp.config import ConfigError, load_settings
+from webapp.config import ConfigError, engine_options, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +34,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["CHECKLISTS_BUILTIN_DIR"] = str(REPO_ROOT / "checklists")
     if test_config:
         app.config.update(test_config)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS",
+                          engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config))
 
     configure_logging(app)
     register_extensions(app)
@@ -46,17 +48,40 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def configure_logging(app: Flask) -> None:
-    handler = logging.StreamHandler()
-    if app.config["LOG_FORMAT"] == "json":
-        from pythonjsonlogger.json import JsonFormatter
+    """JSON lines (production) or text on stdout; request id and user id on every line;
+    sign-ins, refused sign-ins and refused pages logged; secrets never."""
+    from flask_login import user_logged_in, user_logged_out, user_unauthorized
 
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("webapp")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    from webapp import logs
+
+    logs.add_secret(app.config.get("SECRET_KEY"))
+    logs.configure(app.config.get("LOG_FORMAT", "text"), app.config.get("LOG_LEVEL", "INFO"))
+    log = logging.getLogger("webapp.auth")
+
+    def signed_in(sender, user, **extra) -> None:
+        log.info("sign-in succeeded", extra={"user_id": str(user.id), "event": "auth.login"})
+
+    def signed_out(sender, user, **extra) -> None:
+        log.info("signed out", extra={"event": "auth.logout"})
+
+    def unauthorized(sender, **extra) -> None:
+        log.info("sign-in required for %s %s", request.method, request.path,
+                 extra={"event": "auth.required"})
+
+    user_logged_in.connect(signed_in, app, weak=False)
+    user_logged_out.connect(signed_out, app, weak=False)
+    user_unauthorized.connect(unauthorized, app, weak=False)
+
+    @app.after_request
+    def log_refused_sign_in(response):
+        if (request.method == "POST" and request.endpoint in ("auth.login", "auth.signup")
+                and response.status_code in (400, 429)):
+            # Never the email or password: the address and the outcome are enough.
+            log.warning("%s refused (%s) from %s", request.endpoint, response.status_code,
+                        request.remote_addr, extra={"event": f"{request.endpoint}.failed"})
+        # For gunicorn's access log line (webapp/gunicorn_conf.py), without a query.
+        request.environ["preflight.user_id"] = logs.current_user_id()
+        return response
 
 
 @event.listens_for(Engine, "connect")
@@ -75,6 +100,11 @@ def register_extensions(app: Flask) -> None:
     from webapp.models import User
 
     db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        from webapp import db_deadlines
+
+        with app.app_context():
+            db_deadlines.watch(db.engine, app.config["DB_STATEMENT_TIMEOUT_MS"] / 1000 + 2)
     migrate.init_app(app, db, directory=str(REPO_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     limiter.init_app(app)
@@ -128,29 +158,67 @@ def register_blueprints(app: Flask) -> None:
         runbooks,
         services,
         teams,
+        tokens,
     )
 
     for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments,
-                   probes, ops, reviews, reports):
+                   probes, ops, reviews, reports, tokens):
         app.register_blueprint(module.bp)
+
+    from webapp.api import views as api
+
+    api.register(app)
 
 
 def register_errorhandlers(app: Flask) -> None:
+    """Every error is a page in the app's layout (or an htmx fragment), never a traceback."""
+    from flask_login import AnonymousUserMixin
     from flask_wtf.csrf import CSRFError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     from webapp.extensions import db
+
+    log = logging.getLogger("webapp.errors")
+
+    def respond(code: int, description: str):
+        if request.headers.get("HX-Request"):
+            return f'<div class="flash flash-error" role="alert">{code}: {escape(description)}</div>', code
+        return render_template("error.html", code=code, description=description), code
 
     def render_error(error):
         code = getattr(error, "code", 500) or 500
         if code >= 500:
             db.session.rollback()
+        if code == 403:
+            logging.getLogger("webapp.auth").warning(
+                "permission refused: %s %s", request.method, request.path,
+                extra={"event": "authz.denied"})
+        if request.path.startswith("/api/"):  # the JSON API answers in problem+json
+            from webapp.api.views import problem_for_path
+
+            return problem_for_path(error)
         description = getattr(error, "description", "Something went wrong on our side.")
-        if request.headers.get("HX-Request"):
-            return f'<div class="flash flash-error" role="alert">{code}: {escape(description)}</div>', code
-        return render_template("error.html", code=code, description=description), code
+        return respond(code, description)
 
     for code in (400, 403, 404, 405, 409, 413, 429, 500):
         app.register_error_handler(code, render_error)
+
+    # Only "cannot talk to the database" errors: an IntegrityError is a bug, a 500.
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def database_unavailable(error):
+        log.error("database unavailable: %s", type(getattr(error, "orig", None) or error).__name__)
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - the connection may be gone; the session is reset below
+            pass
+        db.session.remove()
+        if g.get("_login_user") is None:
+            g._login_user = AnonymousUserMixin()  # the layout must not query the database again
+        return respond(503, "The database is not answering right now, so nothing was loaded "
+                       "or saved. Try again in a minute; operators have been alerted.")
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):
@@ -165,6 +233,10 @@ def register_template_helpers(app: Flask) -> None:
     from webapp import presentation
 
     app.jinja_env.filters.update(presentation.FILTERS)
+
+    from webapp.queue_health import jobs_delayed
+
+    app.jinja_env.globals["jobs_delayed"] = jobs_delayed
 
 
 def register_commands(app: Flask) -> None:

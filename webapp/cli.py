@@ -1,5 +1,5 @@
 """Operator commands: `flask users ...`, `flask checklists ...`, `flask probes ...`,
-`flask assessments ...`, `flask demo ...`, `flask reports ...`."""
+`flask assessments ...`, `flask demo ...`, `flask reports ...`, `flask tokens ...`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from webapp.extensions import db
@@ -19,7 +20,10 @@ def register(app: Flask) -> None:
     app.cli.add_command(probes_group)
     app.cli.add_command(assessments_group)
     app.cli.add_command(demo_group)
+    app.cli.add_command(tokens_group)
     app.cli.add_command(reports_group)
+    app.cli.add_command(db_backup)
+    app.cli.add_command(db_restore)
 
 
 # Users ---------------------------------------------------------------------------------
@@ -318,3 +322,115 @@ def reports_verify(file: Path) -> None:
     for reason in result.reasons:
         click.echo(f"  {reason}", err=not result.genuine)
     sys.exit(0 if result.genuine else 1)
+
+
+# API tokens ----------------------------------------------------------------------------
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """Make, list and revoke API tokens."""
+
+
+@tokens_group.command("create")
+@click.argument("email")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              type=click.Choice(["read", "write", "probe"]), help="Repeat for more than one.")
+@click.option("--expires", "days", type=click.IntRange(1, 366), default=90, show_default=True,
+              help="Days until it expires.")
+@click.option("--name", default="cli", show_default=True, help="What uses the token.")
+@click.option("--team", "team_slug", default=None, help="Make a team token (EMAIL must maintain it).")
+def tokens_create(email: str, scopes: tuple[str, ...], days: int, name: str, team_slug: str | None) -> None:
+    """Print a new token for EMAIL's account; only its hash is stored, so keep the output."""
+    from webapp import accounts, tokens
+    from webapp.models import Team
+
+    user = accounts.user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"no account for {email}")
+    team = None
+    if team_slug:
+        team = db.session.scalar(select(Team).where(Team.slug == team_slug))
+        if team is None:
+            raise click.ClickException(f"no team with slug {team_slug!r}")
+    try:
+        _, secret = tokens.create_token(user, name, list(scopes), days, team=team)
+    except tokens.TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(secret)
+
+
+@tokens_group.command("list")
+@click.argument("email", required=False)
+def tokens_list(email: str | None) -> None:
+    """List tokens (of one account, or all): id, prefix, scopes, team, expiry, last use, state."""
+    from webapp import accounts
+    from webapp.models import ApiToken, utcnow
+
+    query = select(ApiToken).order_by(ApiToken.id)
+    if email:
+        user = accounts.user_by_email(email)
+        if user is None:
+            raise click.ClickException(f"no account for {email}")
+        query = query.where(ApiToken.user_id == user.id)
+    now = utcnow()
+    for token in db.session.scalars(query):
+        state = "revoked" if token.revoked_at else "active" if token.is_usable(now) else "expired"
+        click.echo("\t".join([str(token.id), token.prefix, token.user.email, token.scopes,
+                              token.team.slug if token.team else "-",
+                              token.expires_at.isoformat() if token.expires_at else "never",
+                              token.last_used_at.isoformat() if token.last_used_at else "never", state]))
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id", type=int)
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by id (see `flask tokens list`)."""
+    from webapp import tokens
+    from webapp.models import ApiToken
+
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise click.ClickException(f"no token {token_id}")
+    try:
+        tokens.revoke_token(token, token.user)
+    except tokens.TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"revoked {token.prefix}… ({token.name})")
+# Backups -------------------------------------------------------------------------------
+
+@click.command("db-backup")
+@with_appcontext
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(file: Path) -> None:
+    """Write a consistent copy of the whole database to FILE (SQLite: online backup API;
+    PostgreSQL: pg_dump custom format). Safe while the app runs."""
+    from webapp import backup
+
+    db.session.remove()
+    try:
+        backup.backup(db.engine, file)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = backup.rows_per_table(db.engine)
+    click.echo(f"backed up {sum(counts.values())} rows in {len(counts)} tables to {file} "
+               f"({file.stat().st_size} bytes)")
+
+
+@click.command("db-restore")
+@with_appcontext
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a database that already holds data.")
+def db_restore(file: Path, force: bool) -> None:
+    """Restore the database from FILE made by `flask db-backup`. Stop web and workers first.
+    Refuses a database that holds any rows unless --force."""
+    from webapp import backup
+
+    db.session.remove()
+    try:
+        backup.restore(db.engine, file, force=force)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = backup.rows_per_table(db.engine)
+    click.echo(f"restored {sum(counts.values())} rows in {len(counts)} tables from {file}")

@@ -12,6 +12,23 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Every environment variable Preflight reads (docs/deploy/ files are checked against it).
+KNOWN_VARIABLES = frozenset({
+    "PREFLIGHT_ENV", "PREFLIGHT_INSTANCE_PATH", "SECRET_KEY", "DATABASE_URL", "REDIS_URL",
+    "ALLOW_SIGNUP", "SESSION_COOKIE_SECURE", "CHECKLISTS_DIR", "PROBE_ALLOW_NETWORKS",
+    "PROBE_INTERVAL_MINUTES", "PROBE_DEADLINE_SECONDS", "PROBE_CONCURRENCY",
+    "PROBE_RETENTION_DAYS", "LOG_FORMAT", "LOG_LEVEL", "RATELIMIT_ENABLED", "HUEY_IMMEDIATE",
+    "REDIS_TIMEOUT_MS", "DB_CONNECT_TIMEOUT", "DB_STATEMENT_TIMEOUT_MS", "DB_POOL_SIZE",
+    "DB_MAX_OVERFLOW", "DB_POOL_TIMEOUT", "SHUTDOWN_DRAIN_SECONDS", "ATTENTION_ASSESSMENT_DAYS",
+    "EVIDENCE_REATTEST_DAYS",
+    # read by webapp/gunicorn_conf.py and webapp/serve.py
+    "HOST", "PORT", "WEB_CONCURRENCY", "JOB_WORKERS", "GUNICORN_TIMEOUT",
+    "GUNICORN_GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR",
+})
+
+
 class ConfigError(RuntimeError):
     """Raised when a setting is missing or malformed; the message names the variable."""
 
@@ -88,6 +105,17 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
     redis_url = env.get("REDIS_URL", "").strip() or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    problem = queue_problem(env)
+    if problem and production:
+        raise ConfigError(problem)
+
+    log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    log_format = env.get("LOG_FORMAT", "json" if production else "text").strip().lower()
+    if log_format not in ("json", "text"):
+        raise ConfigError(f"LOG_FORMAT must be json or text, not {log_format!r}")
+    redis_timeout = _int(env, "REDIS_TIMEOUT_MS", 500, 50, 30_000) / 1000
 
     checklists_dir = env.get("CHECKLISTS_DIR", "").strip() or None
     if checklists_dir and not Path(checklists_dir).is_dir():
@@ -120,9 +148,57 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
         "PROBE_RETENTION_DAYS": _int(env, "PROBE_RETENTION_DAYS", 30, 1, 3650),
         "ATTENTION_ASSESSMENT_DAYS": _int(env, "ATTENTION_ASSESSMENT_DAYS", 90, 1, 3650),
         "EVIDENCE_REATTEST_DAYS": _int(env, "EVIDENCE_REATTEST_DAYS", 180, 1, 3650),
-        "LOG_FORMAT": env.get("LOG_FORMAT", "json" if production else "text"),
+        "LOG_FORMAT": log_format,
+        "LOG_LEVEL": log_level,
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        # Redis down or hanging must not lock people out: the limiter gives up on Redis
+        # after the socket timeout, logs it, and counts in memory until Redis is back.
+        "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": redis_timeout,
+                                      "socket_connect_timeout": redis_timeout},
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "REDIS_TIMEOUT_SECONDS": redis_timeout,
+        "DB_CONNECT_TIMEOUT": _int(env, "DB_CONNECT_TIMEOUT", 3, 2, 60),
+        "DB_STATEMENT_TIMEOUT_MS": _int(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
+        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 5, 1, 100),
+        "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 5, 0, 100),
+        "DB_POOL_TIMEOUT": _int(env, "DB_POOL_TIMEOUT", 5, 1, 60),
+        "SHUTDOWN_DRAIN_SECONDS": _int(env, "SHUTDOWN_DRAIN_SECONDS", 10 if production else 0, 0, 300),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         "HUEY_IMMEDIATE": _bool(env, "HUEY_IMMEDIATE", False),
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    }
+
+
+def queue_problem(env: dict) -> str | None:
+    """PostgreSQL without Redis would keep the job queue in a local SQLite file, so a second
+    host would have its own queue and jobs on a lost disk would vanish."""
+    database_url = env.get("DATABASE_URL", "").strip()
+    if database_url.startswith("postgresql") and not env.get("REDIS_URL", "").strip():
+        return ("DATABASE_URL is PostgreSQL but REDIS_URL is not set: the job queue would live "
+                "in a local SQLite file, which other hosts cannot see. Set REDIS_URL.")
+    return None
+
+
+def engine_options(database_url: str, config: dict) -> dict:
+    """SQLAlchemy engine options: bounded waits everywhere, so a database that hangs or cuts
+    connections costs a request seconds, not a worker."""
+    if database_url.startswith("sqlite"):
+        return {"pool_pre_ping": True}
+    statement_ms = config["DB_STATEMENT_TIMEOUT_MS"]
+    return {
+        "pool_pre_ping": True,  # a connection cut while pooled is replaced, not handed out
+        "pool_size": config["DB_POOL_SIZE"],
+        "max_overflow": config["DB_MAX_OVERFLOW"],
+        "pool_timeout": config["DB_POOL_TIMEOUT"],
+        "pool_recycle": 1800,
+        "connect_args": {
+            "connect_timeout": config["DB_CONNECT_TIMEOUT"],
+            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} "
+                       f"-c idle_in_transaction_session_timeout={statement_ms * 12}",
+            "application_name": "preflight",
+            # Dead peers (a host gone, a cable pulled) are noticed in ~1 minute, not hours.
+            "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
     }

@@ -34,20 +34,40 @@ def make_huey(env: dict | None = None):
     """Huey on Redis when REDIS_URL is set, else on SQLite beside the app's database.
 
     Built from the environment (not the Flask config) because the consumer process
-    imports it before any app exists.
+    imports it before any app exists. PostgreSQL without Redis is refused in production
+    (the queue would sit on one host's disk) and warned about in development.
     """
+    import logging
     import os
     from pathlib import Path
 
     from huey import RedisHuey, SqliteHuey
 
+    from webapp.config import queue_problem
+    from webapp.logs import instrument_queue
+
     env = os.environ if env is None else env
+    problem = queue_problem(env)
+    if problem and env.get("PREFLIGHT_ENV", "").strip().lower() == "production":
+        raise SystemExit(f"preflight: configuration error: {problem}")
+    if problem:
+        logging.getLogger("webapp.queue").warning("%s (tolerated in development)", problem)
     redis_url = env.get("REDIS_URL", "").strip()
     if redis_url:
-        return RedisHuey("preflight", url=redis_url)
-    instance = Path(env.get("PREFLIGHT_INSTANCE_PATH") or Path(__file__).resolve().parents[1] / "instance")
-    instance.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("preflight", filename=str(instance / "huey.sqlite3"))
+        # Every Redis call is bounded: a hanging Redis delays jobs, never a web request.
+        timeout = int(env.get("REDIS_TIMEOUT_MS", "") or 500) / 1000
+        # Not blocking: a BRPOP would outlast the socket timeout; the consumer polls instead.
+        from redis import ConnectionPool
+
+        pool = ConnectionPool.from_url(redis_url, socket_timeout=timeout,
+                                       socket_connect_timeout=timeout, health_check_interval=30)
+        queue = RedisHuey("preflight", connection_pool=pool, blocking=False)
+    else:
+        instance = Path(env.get("PREFLIGHT_INSTANCE_PATH") or Path(__file__).resolve().parents[1] / "instance")
+        instance.mkdir(parents=True, exist_ok=True)
+        queue = SqliteHuey("preflight", filename=str(instance / "huey.sqlite3"))
+    instrument_queue(queue)
+    return queue
 
 
 huey = make_huey()

@@ -25,17 +25,19 @@ def main() -> int:
     parser.add_argument("--job-workers", default=os.environ.get("JOB_WORKERS", "2"))
     args = parser.parse_args()
 
-    web = [str(BIN / "gunicorn"), "--bind", f"{args.host}:{args.port}", "--workers", args.web_workers,
-           "--no-control-socket", "--access-logfile", "-", "--timeout", "60", "webapp.wsgi:app"]
+    # webapp/gunicorn_conf.py: draining SIGTERM, shared /metrics, JSON access log in production.
+    web = [str(BIN / "gunicorn"), "-c", "python:webapp.gunicorn_conf", "--bind", f"{args.host}:{args.port}",
+           "--workers", args.web_workers, "--timeout", "60", "webapp.wsgi:app"]
     worker = [str(BIN / "huey_consumer"), "webapp.probes.tasks.huey", "--workers", args.job_workers,
               "--worker-type", "thread", "--delay", "0.1", "--max-delay", "1.0"]  # "Probe now" starts within a second
     children = [subprocess.Popen(web), subprocess.Popen(worker)]
     print(f"preflight: serving on http://{args.host}:{args.port}/ with probes running", flush=True)
 
     def stop(*_):
-        for child in children:
+        # gunicorn drains on SIGTERM; Huey's graceful stop (running jobs finish) is SIGINT.
+        for child, sig in zip(children, (signal.SIGTERM, signal.SIGINT), strict=True):
             if child.poll() is None:
-                child.terminate()
+                child.send_signal(sig)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -1,7 +1,7 @@
 """index for each service's open and signed-off assessment (the dashboard's lookups)
 
 Revision ID: 5b1f0c7d2e91
-Revises: b5d3354cde4f
+Revises: 5742a9cac0a0
 Create Date: 2026-12-01 04:06:00
 
 """
@@ -9,7 +9,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '5b1f0c7d2e91'
-down_revision = 'b5d3354cde4f'
+down_revision = '5742a9cac0a0'
 branch_labels = None
 depends_on = None
 

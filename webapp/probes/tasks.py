@@ -82,7 +82,14 @@ async def _sweep(targets: list[tuple[int, str, str, dict]]) -> None:
 
     async def one(fetcher, run_id: int, kind: str, url: str, options: dict) -> None:
         async with gate:
-            pending.append((run_id, await run_check(kind, url, fetcher, **options)))
+            started = time.perf_counter()
+            result = await run_check(kind, url, fetcher, **options)
+            log.info("probe %s %s: %s in %.0f ms", kind, url, result.outcome,
+                     (time.perf_counter() - started) * 1000,
+                     extra={"event": "probe.call", "probe_kind": kind, "run_id": run_id,
+                            "outcome": result.outcome,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+            pending.append((run_id, result))
 
     def flush() -> None:
         while pending:

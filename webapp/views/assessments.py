@@ -150,7 +150,7 @@ def _page_context(assessment: Assessment) -> dict:
         answers=answers, probes=_probe_views(assessment, checklist, answers),
         can_edit=can_edit,
         can_waive=assessment.is_editable and can_manage_team(current_user, team),
-        can_review=can_review(current_user), now=datetime.now(UTC),
+        can_review=can_review(current_user), now=datetime.now(UTC), confirm_form=ConfirmForm(),
         **panel_context(assessment),
     )
 

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from sqlalchemy import text
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from webapp import catalog
 from webapp.extensions import db, huey
@@ -32,14 +44,44 @@ def _count(response):
     return response
 
 
+READY_TIMEOUT_SECONDS = 2
+
+
+def _readiness_engine():
+    """PostgreSQL: a fresh connection per check with a 2 s connect timeout and a 1 s
+    statement timeout, so readiness answers within ~2 s whatever the database does (a pooled
+    connection could be stuck behind a hung network path) and recovers with it."""
+    engine = current_app.extensions.get("preflight_readiness_engine")
+    if engine is None:
+        url = current_app.config["SQLALCHEMY_DATABASE_URI"]
+        if not url.startswith("postgresql"):
+            return None
+        engine = create_engine(url, poolclass=NullPool, connect_args={
+            "connect_timeout": READY_TIMEOUT_SECONDS,
+            "options": "-c statement_timeout=1000", "application_name": "preflight-readiness"})
+        current_app.extensions["preflight_readiness_engine"] = engine
+    return engine
+
+
 def _check_database() -> dict:
     started = time.perf_counter()
     try:
-        db.session.execute(text("SELECT 1"))
+        engine = _readiness_engine()
+        if engine is None:
+            db.session.execute(text("SELECT 1"))
+        else:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", whatever the driver raised
-        current_app.logger.warning("readiness: database check failed: %s", exc)
+        current_app.logger.warning("readiness: database check failed: %s", type(exc).__name__)
         return {"status": "fail", "error": type(exc).__name__}
     return {"status": "pass", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def _draining() -> bool:
+    """True once gunicorn got SIGTERM: the load balancer should stop sending us traffic."""
+    conf = sys.modules.get("webapp.gunicorn_conf")
+    return bool(conf and conf.draining())
 
 
 def _check_queue() -> dict:
@@ -70,7 +112,9 @@ def health():
 
 @bp.get("/readyz")
 def ready():
-    """Readiness: the database answers."""
+    """Readiness: the database answers and the server is not shutting down."""
+    if _draining():
+        return jsonify(status="fail", checks={"shutdown": {"status": "fail", "draining": True}}), 503
     database = _check_database()
     code = 200 if database["status"] == "pass" else 503
     return jsonify(status=database["status"], checks={"database": database}), code
@@ -85,7 +129,34 @@ def deep_health():
     return jsonify(status=worst, checks=checks), 503 if worst == "fail" else 200
 
 
+class _DependencyCollector:
+    """Gauges computed at scrape time: can this instance reach its database and job queue,
+    and how many jobs wait (docs/deploy/prometheus-alerts.yml alerts on them)."""
+
+    def collect(self):
+        database = _check_database()
+        queue = _check_queue()
+        yield GaugeMetricFamily("preflight_database_up", "1 if the database answered the last scrape",
+                                value=1 if database["status"] == "pass" else 0)
+        yield GaugeMetricFamily("preflight_job_queue_up", "1 if the job queue answered the last scrape",
+                                value=1 if queue["status"] == "pass" else 0)
+        if queue["status"] == "pass":
+            yield GaugeMetricFamily("preflight_job_queue_pending", "Jobs waiting in the queue",
+                                    value=queue["pending"])
+
+
 @bp.get("/metrics")
 def metrics():
-    """Prometheus metrics of this process."""
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: of every gunicorn worker together when PROMETHEUS_MULTIPROC_DIR is
+    set (webapp/gunicorn_conf.py sets it), else of this process; plus dependency gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        # process_* of the worker answering this scrape (multiprocess mode has none otherwise).
+        ProcessCollector(registry=registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    dependencies = CollectorRegistry()
+    dependencies.register(_DependencyCollector())
+    return Response(body + generate_latest(dependencies), mimetype=CONTENT_TYPE_LATEST)

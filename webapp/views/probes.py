@@ -8,6 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from webapp import queue_health
 from webapp.charts import Series, time_chart, uptime_bar
 from webapp.extensions import db, limiter
 from webapp.forms import ConfirmForm
@@ -16,6 +17,8 @@ from webapp.permissions import can_edit_services, require
 from webapp.probes import history, runs
 
 bp = Blueprint("probes", __name__)
+QUEUE_DOWN = ("Probe now could not start: the job queue is not reachable. Try again when the notice "
+              "above is gone.")
 
 
 @bp.get("/services/<int:service_id>/probes")
@@ -52,9 +55,17 @@ def run_now(service_id: int):
     if service.lifecycle == "retired":
         flash("A retired service is not probed.", "error")
         return redirect(url_for("probes.show", service_id=service.id))
+    if queue_health.jobs_delayed():
+        flash(QUEUE_DOWN, "warning")
+        return redirect(url_for("probes.show", service_id=service.id))
     run = runs.start_run(service, "manual")
-    db.session.commit()
-    complete_run_task(run.id)
+    db.session.commit()  # before queueing: the worker must find the run
+    if not queue_health.enqueue(complete_run_task, run.id):
+        # Queueing failed after all: close the run so it never shows as running forever.
+        runs.finish_run(run)
+        db.session.commit()
+        flash(QUEUE_DOWN, "warning")
+        return redirect(url_for("probes.show", service_id=service.id))
     return redirect(url_for("probes.run", service_id=service.id, run_id=run.id))
 
 

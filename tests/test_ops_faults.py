@@ -1,0 +1,178 @@
+"""Faults between the app and what it depends on, through a real TCP proxy: PostgreSQL that
+hangs, cuts connections or refuses them; Redis that refuses or hangs. The app answers with
+a clear page (never a traceback or a stall), readiness says 503 while the database is away
+and 200 when it is back, without a restart, and sign-in keeps working without Redis."""
+
+from __future__ import annotations
+
+import re
+import threading
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from tests.factories import MembershipFactory, ServiceFactory, UserFactory
+from tests.ops_support import TcpProxy, scratch_postgres
+from webapp import create_app
+from webapp.extensions import db, huey, limiter
+from webapp.models import ProbeRun
+
+GUARD_SECONDS = 20  # a request that takes longer than this is the stall we are testing against
+
+
+def _get(client, path, **kwargs):
+    """A request that must come back: run it in a thread and fail instead of hanging."""
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(r=client.get(path, **kwargs)), daemon=True)
+    thread.start()
+    thread.join(GUARD_SECONDS)
+    assert not thread.is_alive(), f"GET {path} still waiting after {GUARD_SECONDS} s"
+    return box["r"]
+
+
+@pytest.fixture
+def proxied_postgres(tmp_path):
+    with scratch_postgres() as url:
+        direct = create_engine(url)
+        with direct.begin() as connection:
+            db.metadata.create_all(connection)
+        direct.dispose()
+        parts = urlsplit(url)
+        proxy = TcpProxy(parts.hostname, parts.port or 5432)
+        proxied_url = url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+        app = create_app({"TESTING": True, "SECRET_KEY": "x" * 32, "WTF_CSRF_ENABLED": False,
+                          "SQLALCHEMY_DATABASE_URI": proxied_url, "RATELIMIT_ENABLED": False,
+                          "DB_STATEMENT_TIMEOUT_MS": 1000, "DB_CONNECT_TIMEOUT": 2})
+        app.instance_path = str(tmp_path)
+        try:
+            yield app, proxy
+        finally:
+            proxy.close()
+            with app.app_context():
+                db.engine.dispose()
+                app.extensions["preflight_readiness_engine"].dispose()
+
+
+def _assert_clear_database_page(response):
+    body = response.get_data(as_text=True)
+    assert response.status_code == 503
+    assert "The database is not answering" in body
+    assert "Traceback" not in body and "psycopg" not in body
+
+
+@pytest.mark.postgres
+def test_database_hang_gives_503_then_recovers_without_restart(proxied_postgres):
+    app, proxy = proxied_postgres
+    client = app.test_client()
+    with app.app_context():
+        UserFactory(email="someone@example.test")
+        db.session.commit()
+        db.session.remove()
+    assert _get(client, "/readyz").status_code == 200
+    assert _get(client, "/login").status_code == 200  # a pooled connection now exists
+
+    proxy.mode = "hang"
+    ready = _get(client, "/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["database"]["status"] == "fail"
+    _assert_clear_database_page(_get(client, "/login"))  # pooled connection stuck: cut, 503
+    assert _get(client, "/healthz").status_code == 200  # liveness never depends on the database
+
+    proxy.mode = "pass"
+    assert _get(client, "/readyz").status_code == 200
+    assert _get(client, "/login").status_code == 200
+
+
+@pytest.mark.postgres
+def test_cut_connections_are_replaced_not_served_as_errors(proxied_postgres):
+    app, proxy = proxied_postgres
+    client = app.test_client()
+    with app.app_context():
+        UserFactory(email="someone@example.test")
+        db.session.commit()
+        db.session.remove()
+    assert _get(client, "/login").status_code == 200
+    proxy.cut()  # every pooled connection reset, as when PostgreSQL restarts
+    assert _get(client, "/login").status_code == 200  # pool_pre_ping swapped the dead one
+    assert _get(client, "/readyz").status_code == 200
+
+    proxy.mode = "refuse"
+    proxy.cut()
+    assert _get(client, "/readyz").status_code == 503
+    _assert_clear_database_page(_get(client, "/login"))
+    proxy.mode = "pass"
+    assert _get(client, "/login").status_code == 200
+
+
+@pytest.fixture
+def proxied_redis(tmp_path, app, monkeypatch):
+    import os
+
+    from tests.conftest import need
+    from webapp import queue_health
+    from webapp.extensions import make_huey
+
+    redis_url = os.environ.get("TEST_REDIS_URL", "")
+    need("redis", bool(redis_url), "TEST_REDIS_URL is not set")
+    parts = urlsplit(redis_url)
+    proxy = TcpProxy(parts.hostname, parts.port or 6379)
+    proxied_url = f"redis://127.0.0.1:{proxy.port}{parts.path or '/0'}"
+    redis_app = create_app({"TESTING": True, "SECRET_KEY": "x" * 32, "WTF_CSRF_ENABLED": False,
+                            "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+                            "REDIS_URL": proxied_url, "RATELIMIT_ENABLED": True,
+                            "RATELIMIT_STORAGE_URI": proxied_url,
+                            "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 0.3,
+                                                          "socket_connect_timeout": 0.3}})
+    redis_app.instance_path = str(tmp_path)
+    limiter._storage_dead = False  # global too: a previous test may have left it "dead"
+    queue = make_huey({"REDIS_URL": proxied_url, "REDIS_TIMEOUT_MS": "300"})
+    monkeypatch.setattr(huey, "immediate", False)  # first: its setter replaces the storage
+    monkeypatch.setattr(huey, "storage", queue.storage)
+    monkeypatch.setattr(queue_health, "RECHECK_SECONDS", 0.0)
+    queue_health._state.update(failed_at=None, checked_at=0.0)
+    try:
+        yield redis_app, proxy
+    finally:
+        limiter.enabled = False  # Flask-Limiter's state is global (see test_auth)
+        proxy.mode = "pass"
+        queue.storage.flush_queue()
+        proxy.close()
+        queue_health._state.update(failed_at=None, checked_at=0.0)
+        with redis_app.app_context():
+            db.engine.dispose()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("fault", ["refuse", "hang"])
+def test_without_redis_people_still_sign_in_and_probe_now_says_jobs_are_delayed(
+        proxied_redis, fault, caplog):
+    redis_app, proxy = proxied_redis
+    member = MembershipFactory(role="maintainer", user=UserFactory(email="ops@example.test"))
+    service = ServiceFactory(team=member.team, base_url="http://127.0.0.1:9/",
+                             health_url="http://127.0.0.1:9/healthz")
+    db.session.commit()
+    client = redis_app.test_client()
+
+    proxy.mode = fault
+    proxy.cut()
+    response = client.post("/login", data={"email": "ops@example.test",
+                                           "password": "correct horse battery"})
+    assert response.status_code == 302  # rate limits fail open
+    assert any("storage" in r.getMessage().lower() for r in caplog.records
+               if r.name == "flask-limiter"), "the limiter's fallback is logged"
+
+    response = client.post(f"/services/{service.id}/probes/run", follow_redirects=True)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Background jobs are delayed" in body and 'id="jobs-delayed"' in body
+    assert "Probe now could not start" in body
+    assert any("job queue unavailable" in r.getMessage() for r in caplog.records)
+    unfinished = db.session.scalars(select(ProbeRun).where(ProbeRun.finished_at.is_(None))).all()
+    assert unfinished == []  # a run that could not be queued is closed, not left "running"
+
+    proxy.mode = "pass"  # Redis is back: the banner goes by itself
+    body = client.get(f"/services/{service.id}/probes").get_data(as_text=True)
+    assert 'id="jobs-delayed"' not in body
+    response = client.post(f"/services/{service.id}/probes/run")
+    assert response.status_code == 302 and re.search(r"/probes/runs/\d+$", response.headers["Location"])
+    assert huey.pending_count() == 1
