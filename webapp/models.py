@@ -303,7 +303,8 @@ class Answer(db.Model):
     source: Mapped[str] = mapped_column(String(10), default="manual")
     answered_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    probe_result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id"))
+    # Indexed: deleting old probe results (retention) checks this key for every row.
+    probe_result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     assessment: Mapped[Assessment] = relationship(back_populates="answers")
@@ -426,7 +427,7 @@ class ServiceCheck(db.Model):
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(30))
     outcome: Mapped[str] = mapped_column(String(10))
-    result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id", ondelete="SET NULL"))
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("probe_result.id", ondelete="SET NULL"), index=True)
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # outcome last changed
 

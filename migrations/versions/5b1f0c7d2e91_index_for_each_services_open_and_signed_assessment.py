@@ -20,8 +20,18 @@ def upgrade():
     with op.batch_alter_table('assessment', schema=None) as batch_op:
         batch_op.create_index('ix_assessment_service_id_state',
                               ['service_id', 'state', 'created_at', 'decided_at'], unique=False)
+    # Deleting probe results (retention) checks these foreign keys row by row: unindexed,
+    # PostgreSQL scans answer and service_check once per deleted result.
+    with op.batch_alter_table('answer', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_answer_probe_result_id'), ['probe_result_id'], unique=False)
+    with op.batch_alter_table('service_check', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_service_check_result_id'), ['result_id'], unique=False)
 
 
 def downgrade():
+    with op.batch_alter_table('service_check', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_service_check_result_id'))
+    with op.batch_alter_table('answer', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_answer_probe_result_id'))
     with op.batch_alter_table('assessment', schema=None) as batch_op:
         batch_op.drop_index('ix_assessment_service_id_state')
