@@ -27,6 +27,7 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/flask db upgrade
 	$(BIN)/flask checklists sync
+	$(BIN)/flask assessments rescore
 	$(BIN)/python -m webapp.serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-dev

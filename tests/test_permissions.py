@@ -104,6 +104,8 @@ MATRIX: dict[str, dict[str, Rule]] = {
                                done=lambda ids: _count(Invitation, Invitation.email == "newcomer@example.test") == 1)},
     "auth.csrf_token": {"GET": page(SIGNED_IN)},  # fresh CSRF token for pages kept open
     "main.index": {"GET": page(SIGNED_IN)},
+    "main.export_csv": {"GET": page(SIGNED_IN)},
+    "main.export_json": {"GET": page(SIGNED_IN)},
     "teams.index": {"GET": page(SIGNED_IN)},
     "teams.show": {"GET": page(SIGNED_IN)},
     "teams.create": {"GET": page(SIGNED_IN),

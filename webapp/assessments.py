@@ -81,34 +81,6 @@ def scorecard(assessment: Assessment, now: datetime | None = None) -> scoring.Sc
         conditions_threshold=checklist.thresholds.conditions, now=now)
 
 
-@dataclass(frozen=True)
-class DashboardRow:
-    service: Service
-    assessment: Assessment | None
-    card: scoring.ScoreCard | None
-    trend: list[float]
-    probe_outcome: str | None  # the worst latest probe outcome, None if never probed
-
-
-PROBE_SEVERITY = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
-
-
-def score_trend(service: Service, points: int = 20) -> list[float]:
-    """The service's last score snapshots, oldest first."""
-    return list(db.session.scalars(
-        select(ScoreSnapshot.score).where(ScoreSnapshot.service_id == service.id)
-        .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(points)))[::-1]
-
-
-def dashboard_row(service: Service) -> DashboardRow:
-    from webapp.probes.runs import latest_results
-
-    latest = next((a for a in service.assessments if a.state != "superseded"), None)
-    outcomes = [r.outcome for r in latest_results(service).values()]
-    worst = max(outcomes, key=PROBE_SEVERITY.__getitem__) if outcomes else None
-    return DashboardRow(service, latest, scorecard(latest) if latest else None, score_trend(service), worst)
-
-
 # Starting ------------------------------------------------------------------------------
 
 class OpenDraftExists(AssessmentError):

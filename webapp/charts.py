@@ -201,3 +201,22 @@ def category_bars(categories: Sequence[tuple[str, float | None]], *, title: str,
     parts.append("</svg>")
     return Markup("".join(parts))
 
+
+
+# Sparklines ----------------------------------------------------------------------------
+
+def sparkline(values: Sequence[float | None], width: int = 96, height: int = 24) -> Markup:
+    """A tiny score trend (0..100) for table rows: the line and its last point, labelled for
+    screen readers. Plain Python: a dashboard draws fifty of these per page."""
+    points = [v or 0.0 for v in values]
+    if len(points) < 2:
+        return Markup('<span class="muted small">one point</span>' if points else '<span class="muted">—</span>')
+    step = (width - 4) / (len(points) - 1)
+    span = height - 4
+    coords = " ".join(f"{2 + i * step:.1f},{2 + span * (1 - v / 100):.1f}" for i, v in enumerate(points))
+    label = escape("Score trend: " + ", ".join(str(round(v)) for v in points))
+    return Markup(
+        f'<svg class="sparkline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="{label}"><polyline points="{coords}" fill="none" stroke="currentColor" '
+        f'stroke-width="1.5" stroke-linejoin="round" stroke-linecap="round"/>'
+        f'<circle cx="{width - 2:.1f}" cy="{2 + span * (1 - points[-1] / 100):.1f}" r="2" fill="currentColor"/></svg>')

@@ -1,5 +1,5 @@
 """Operator commands: `flask users ...`, `flask checklists ...`, `flask probes ...`,
-`flask reports ...`, `flask tokens ...`."""
+`flask assessments ...`, `flask demo ...`, `flask reports ...`, `flask tokens ...`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def register(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(checklists_group)
     app.cli.add_command(probes_group)
+    app.cli.add_command(assessments_group)
+    app.cli.add_command(demo_group)
     app.cli.add_command(tokens_group)
     app.cli.add_command(reports_group)
     app.cli.add_command(db_backup)
@@ -215,6 +217,58 @@ def probes_check(url: str, kind: str) -> None:
     click.echo(json.dumps(result.to_json(), default=str))
     sys.exit(0 if result.outcome == "pass" else 1)
 
+
+# Assessments (the read model) --------------------------------------------------------
+
+@click.group("assessments")
+def assessments_group() -> None:
+    """Maintain what lists show about assessments."""
+
+
+@assessments_group.command("rescore")
+@click.option("--all", "everything", is_flag=True,
+              help="Rescore every assessment, not only those never scored or made stale by an expired waiver.")
+def assessments_rescore(everything: bool) -> None:
+    """Store score, verdict and counts on assessments that lack them (safe to run at every
+    start: when nothing needs scoring it costs two small queries)."""
+    from webapp import dashboard
+
+    count = dashboard.rescore(everything=everything, commit=db.session.commit)
+    db.session.commit()
+    click.echo(f"rescored {count} assessment(s)")
+
+
+# Demo data ---------------------------------------------------------------------------
+
+@click.group("demo")
+def demo_group() -> None:
+    """Realistic demo data for screenshots and benchmarks."""
+
+
+@demo_group.command("seed")
+@click.option("--services", "service_count", default=60, show_default=True, type=click.IntRange(1, 20_000),
+              help="How many services to create.")
+@click.option("--assessments", "assessments_per_service", default=20, show_default=True,
+              type=click.IntRange(1, 200), help="Assessments per service, over the past months.")
+@click.option("--seed", "random_seed", default=7, show_default=True, help="Random seed (same seed, same data).")
+def demo_seed(service_count: int, assessments_per_service: int, random_seed: int) -> None:
+    """Fill the database with demo teams, people, services, assessment history and probe
+    results. Demo people sign in with the password printed at the end."""
+    import time
+
+    from webapp import demo
+
+    started = time.monotonic()
+    try:
+        counts = demo.seed(services=service_count, assessments_per_service=assessments_per_service,
+                           seed=random_seed)
+    except demo.DemoError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(", ".join(f"{n:,} {what}" for what, n in counts.items()))
+    click.echo(f"seeded in {time.monotonic() - started:.1f} s; demo people sign in with "
+               f"password {demo.PASSWORD!r} (e.g. {demo.first_email()})")
 
 # Reports -------------------------------------------------------------------------------
 

@@ -247,7 +247,11 @@ class ChecklistRefusal(db.Model):
 
 
 class Assessment(db.Model):
-    __table_args__ = (CheckConstraint(_in("state", ASSESSMENT_STATES), name="state"),)
+    __table_args__ = (
+        CheckConstraint(_in("state", ASSESSMENT_STATES), name="state"),
+        # Lists find each service's open and signed-off assessment from this index alone.
+        Index("ix_assessment_service_id_state", "service_id", "state", "created_at", "decided_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
     checklist_version_id: Mapped[int] = mapped_column(ForeignKey("checklist_version.id"))

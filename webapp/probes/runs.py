@@ -245,13 +245,20 @@ def close_abandoned_runs(older_than: timedelta, now: datetime | None = None) -> 
 
 
 def latest_results(service: Service) -> dict[str, ProbeResult]:
-    """The newest result of each check kind for a service."""
-    newest: dict[str, ProbeResult] = {}
-    rows = db.session.scalars(select(ProbeResult).where(ProbeResult.service_id == service.id)
-                              .order_by(ProbeResult.started_at.desc(), ProbeResult.id.desc()).limit(200))
-    for row in rows:
-        newest.setdefault(row.kind, row)
-    return newest
+    """The newest result of each check kind for a service, read through the read model
+    (ServiceCheck, one row per kind) in one query. Services probed before the read model
+    existed, with no ServiceCheck rows yet, are read from raw results, newest per kind."""
+    rows = db.session.scalars(select(ProbeResult).join(ServiceCheck, ServiceCheck.result_id == ProbeResult.id)
+                              .where(ServiceCheck.service_id == service.id)).all()
+    if not rows and db.session.scalar(select(ServiceCheck.id).where(
+            ServiceCheck.service_id == service.id).limit(1)) is None:
+        rank = func.row_number().over(partition_by=ProbeResult.kind,
+                                      order_by=(ProbeResult.started_at.desc(), ProbeResult.id.desc()))
+        newest = (select(ProbeResult.id, rank.label("rank"))
+                  .where(ProbeResult.service_id == service.id).subquery())
+        rows = db.session.scalars(select(ProbeResult).join(newest, newest.c.id == ProbeResult.id)
+                                  .where(newest.c.rank == 1)).all()
+    return {row.kind: row for row in sorted(rows, key=lambda r: r.kind)}
 
 
 def apply_to_assessments(service: Service) -> int:

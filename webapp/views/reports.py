@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template
 from flask_login import login_required
 
-from webapp import assessments, reports
+from webapp import assessments, dashboard, reports
 from webapp.extensions import db
 from webapp.forms import VerifyReportForm
 from webapp.models import Assessment, Report
@@ -85,7 +85,7 @@ def meeting_context(assessment: Assessment, form=None) -> dict:
                                   not i.critical))
         slides.append((category, card.categories.get(category.key), items))
     return dict(review_context(assessment, form), card=card, answers=answers, slides=slides,
-                trend=assessments.score_trend(assessment.service),
+                trend=dashboard.score_trend(assessment.service),
                 blockers=[checklist.item(k) for k in card.blockers if checklist.item(k)])
 
 

@@ -5,14 +5,24 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
-from webapp import assessments, registry
+from webapp import catalog, charts, dashboard, registry, timeline
 from webapp.extensions import db
 from webapp.forms import ConfirmForm, ServiceForm
-from webapp.models import AuditEvent, OwnershipChange, Service, Team, User
+from webapp.models import (
+    Assessment,
+    AuditEvent,
+    OwnershipChange,
+    ScoreSnapshot,
+    Service,
+    Team,
+    User,
+)
 from webapp.permissions import can_edit_services, require
 
 bp = Blueprint("services", __name__)
+SERVICE_TREND_POINTS = 60
 
 
 def _service_form(obj: Service | None = None) -> ServiceForm:
@@ -58,18 +68,44 @@ def create(team_id: int):
 @bp.get("/services/<int:service_id>")
 @login_required
 def show(service_id: int):
-    """A service: its facts, assessments, probes and ownership history."""
-    service = db.get_or_404(Service, service_id)
+    """A service: its facts, verdict and trend, assessments, and ownership history. Scores
+    come from the read model, so the page costs the same queries however long the history."""
+    service = db.first_or_404(select(Service).where(Service.id == service_id).options(
+        joinedload(Service.team), joinedload(Service.owner), joinedload(Service.backup_owner)))
+    history = db.session.scalars(
+        select(Assessment).where(Assessment.service_id == service.id)
+        .options(joinedload(Assessment.checklist_version), joinedload(Assessment.created_by))
+        .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+    ).all()
     ownership = db.session.scalars(
         select(OwnershipChange).where(OwnershipChange.service_id == service.id)
+        .options(joinedload(OwnershipChange.from_user), joinedload(OwnershipChange.to_user),
+                 joinedload(OwnershipChange.changed_by))
         .order_by(OwnershipChange.changed_at.desc()).limit(20)
     ).all()
+    row = dashboard.service_row(service.id, current_user.id, trend_points=0)
     return render_template(
-        "services/show.html", service=service, ownership=ownership,
+        "services/show.html", service=service, history=history, ownership=ownership, row=row,
+        trend=dashboard.score_trend(service, SERVICE_TREND_POINTS),
+        score_chart=charts.time_chart(timeline.score_series(service.id), title="Score over time, across assessments",
+                                      y_max=100, thresholds=charts.VERDICT_THRESHOLDS),
+        category_chart=_category_chart(row, history),
         can_edit=can_edit_services(current_user, service.team), confirm_form=ConfirmForm(),
-        scorecards={a.id: assessments.scorecard(a) for a in service.assessments[:10]},
-        trend=assessments.score_trend(service),
     )
+
+
+def _category_chart(row: dashboard.DashboardRow | None, history: list[Assessment]):
+    """Category scores of the assessment the page headlines (working, else signed off), from
+    its latest snapshot: stored, not recomputed."""
+    shown = row and (row.working or row.signed_off)
+    assessment = next((a for a in history if shown and a.id == shown.id), None)
+    if assessment is None:
+        return None
+    scores = db.session.scalar(select(ScoreSnapshot.categories).where(ScoreSnapshot.assessment_id == assessment.id)
+                               .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(1)) or {}
+    checklist = catalog.checklist_of(assessment.checklist_version)
+    return charts.category_bars([(c.title, scores.get(c.key)) for c in checklist.categories],
+                                title="Score by category")
 
 
 @bp.route("/services/<int:service_id>/edit", methods=["GET", "POST"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.orm import contains_eager
 
-from webapp import accounts, registry
+from webapp import accounts, charts, dashboard, registry, timeline
 from webapp.extensions import db
 from webapp.forms import ConfirmForm, MemberForm, TeamForm
 from webapp.models import Membership, Team, User
@@ -43,13 +44,19 @@ def create():
 @bp.get("/<int:team_id>")
 @login_required
 def show(team_id: int):
-    """A team: its services and members."""
+    """A team: its services with their verdicts and trends (from the read model), and members."""
     team = db.get_or_404(Team, team_id)
     memberships = db.session.scalars(
-        select(Membership).join(User).where(Membership.team_id == team.id).order_by(User.name)
+        select(Membership).join(User).where(Membership.team_id == team.id)
+        .options(contains_eager(Membership.user)).order_by(User.name)
     ).all()
+    query = dashboard.Query(team=team.id, lifecycle="all")
     return render_template(
         "teams/show.html", team=team, memberships=memberships, member_form=MemberForm(),
+        rows=dashboard.select_rows(query, current_user.id),
+        summary=dashboard.summary(dashboard.Query(team=team.id), current_user.id),
+        score_chart=charts.time_chart(timeline.team_series(team.id), title="Average score of the team's services, per day",
+                                      y_max=100, thresholds=charts.VERDICT_THRESHOLDS),
         confirm_form=ConfirmForm(), my_role=role_in(current_user, team),
         can_manage=can_manage_team(current_user, team),
         can_edit=can_edit_services(current_user, team),

@@ -1,0 +1,610 @@
+"""The read side: dashboard rows, summaries, trends and exports, built from the read model
+(scores stored on Assessment, latest probe outcomes in ServiceCheck) in a fixed number of
+queries however many services and however much history there is. Nothing here writes,
+except `rescore`, which fills the read model for rows that predate it."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+
+from sqlalchemy import Integer, Select, bindparam, case, func, literal, or_, select, true
+from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm.attributes import flag_modified
+
+from webapp.extensions import db
+from webapp.models import (
+    LIFECYCLES,
+    Answer,
+    Assessment,
+    Membership,
+    ScoreSnapshot,
+    Service,
+    ServiceCheck,
+    Team,
+    User,
+    utcnow,
+)
+
+PAGE_SIZE = 50
+TREND_POINTS = 20
+OPEN_STATES = ("draft", "in_review")
+VERDICTS = ("ready", "ready_with_conditions", "not_ready")
+NOT_ASSESSED = "not_assessed"  # the verdict filter's name for "no assessment to show"
+VERDICT_RANK = {"ready": 3, "ready_with_conditions": 2, "not_ready": 1}
+PROBE_SEVERITY = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
+OUTCOME_OF_SEVERITY = {rank: outcome for outcome, rank in PROBE_SEVERITY.items()}
+# Lifecycle filter values beyond the lifecycles themselves: "" = all but retired, "all".
+LIFECYCLE_CHOICES = ("", *LIFECYCLES, "all")
+
+
+# What the page asks for -----------------------------------------------------------------
+
+SORTS = ("name", "team", "tier", "lifecycle", "verdict", "score", "answered", "blockers",
+         "probes", "owner", "assessed", "signed")
+DEFAULT_DIRECTION = {"score": "desc", "assessed": "desc", "signed": "desc", "probes": "desc",
+                     "blockers": "desc"}
+
+
+def _int(value: str | None, choices: Iterable[int] | None = None) -> int | None:
+    try:
+        number = int(value or "")
+    except ValueError:
+        return None
+    return number if choices is None or number in choices else None
+
+
+@dataclass(frozen=True)
+class Query:
+    """The dashboard's state: filters, search, sort and page. Parsed leniently from the URL
+    (a value that makes no sense is ignored, never a 500) and written back into links."""
+
+    q: str = ""
+    team: int | None = None
+    tier: int | None = None
+    verdict: str = ""
+    lifecycle: str = ""
+    owner: int | None = None
+    mine: bool = False
+    sort: str = "name"
+    direction: str = "asc"
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> Query:
+        sort = args.get("sort", "name")
+        sort = sort if sort in SORTS else "name"
+        direction = args.get("dir", "")
+        direction = direction if direction in ("asc", "desc") else DEFAULT_DIRECTION.get(sort, "asc")
+        verdict = args.get("verdict", "")
+        lifecycle = args.get("lifecycle", "")
+        return cls(
+            q=(args.get("q") or "").strip()[:100],
+            team=_int(args.get("team")),
+            tier=_int(args.get("tier"), (1, 2, 3)),
+            verdict=verdict if verdict in (*VERDICTS, NOT_ASSESSED) else "",
+            lifecycle=lifecycle if lifecycle in LIFECYCLE_CHOICES else "",
+            owner=_int(args.get("owner")),
+            mine=args.get("mine") == "1",
+            sort=sort, direction=direction,
+            page=max(1, _int(args.get("page")) or 1),
+        )
+
+    def args(self, **changes) -> dict[str, str | int]:
+        """URL arguments for this state with `changes` applied; defaults left out, and any
+        change other than the page itself goes back to page 1."""
+        if "page" not in changes:
+            changes["page"] = 1
+        state = replace(self, **changes)
+        out: dict[str, str | int] = {}
+        for name, value in (("q", state.q), ("team", state.team), ("tier", state.tier),
+                            ("verdict", state.verdict), ("lifecycle", state.lifecycle),
+                            ("owner", state.owner)):
+            if value not in (None, ""):
+                out[name] = value
+        if state.mine:
+            out["mine"] = "1"
+        if state.sort != "name":
+            out["sort"] = state.sort
+        if state.direction != DEFAULT_DIRECTION.get(state.sort, "asc"):
+            out["dir"] = state.direction
+        if state.page > 1:
+            out["page"] = state.page
+        return out
+
+    def sorted_by(self, column: str) -> dict[str, str | int]:
+        """Arguments for a column heading: sort by it, or flip the direction if it already is."""
+        if self.sort == column:
+            return self.args(direction="desc" if self.direction == "asc" else "asc")
+        return self.args(sort=column, direction=DEFAULT_DIRECTION.get(column, "asc"))
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q or self.team or self.tier or self.verdict or self.lifecycle
+                    or self.owner or self.mine)
+
+
+# What the page shows --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkingAssessment:
+    """The open assessment people are working on, as the read model stored it."""
+
+    id: int
+    state: str
+    score: float
+    verdict: str
+    answered_pct: float
+    blocker_count: int
+    unanswered_count: int
+    updated_at: datetime
+    scored_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SignedOff:
+    id: int
+    verdict: str
+    score: float
+    decided_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DashboardRow:
+    service_id: int
+    name: str
+    slug: str
+    team_id: int
+    team_name: str
+    tier: int
+    lifecycle: str
+    owner_id: int | None
+    owner_name: str | None
+    owner_email: str | None
+    mine: bool
+    working: WorkingAssessment | None
+    signed_off: SignedOff | None
+    probe_outcome: str | None  # the worst latest outcome over check kinds; None if never probed
+    probe_checked_at: datetime | None
+    trend: tuple[float, ...] = ()
+
+    @property
+    def verdict(self) -> str | None:
+        """What the service stands at now: the open assessment's verdict if there is one,
+        else the last signed-off verdict, else None (not assessed)."""
+        if self.working is not None:
+            return self.working.verdict
+        return self.signed_off.verdict if self.signed_off else None
+
+    @property
+    def score(self) -> float | None:
+        if self.working is not None:
+            return self.working.score
+        return self.signed_off.score if self.signed_off else None
+
+    @property
+    def last_assessed(self) -> datetime | None:
+        if self.working is not None:
+            return self.working.updated_at
+        return self.signed_off.decided_at if self.signed_off else None
+
+    def to_json(self) -> dict:
+        working, signed = self.working, self.signed_off
+        return {
+            "service": {"id": self.service_id, "name": self.name, "slug": self.slug,
+                        "tier": self.tier, "lifecycle": self.lifecycle},
+            "team": {"id": self.team_id, "name": self.team_name},
+            "owner": ({"id": self.owner_id, "name": self.owner_name, "email": self.owner_email}
+                      if self.owner_id else None),
+            "verdict": self.verdict,
+            "score": self.score,
+            "working": None if working is None else {
+                "assessment_id": working.id, "state": working.state, "score": working.score,
+                "verdict": working.verdict, "answered_pct": working.answered_pct,
+                "blockers": working.blocker_count, "unanswered": working.unanswered_count,
+                "updated_at": working.updated_at.isoformat(),
+            },
+            "signed_off": None if signed is None else {
+                "assessment_id": signed.id, "verdict": signed.verdict, "score": signed.score,
+                "decided_at": signed.decided_at.isoformat() if signed.decided_at else None,
+            },
+            "probes": {"outcome": self.probe_outcome,
+                       "checked_at": self.probe_checked_at.isoformat() if self.probe_checked_at else None},
+            "last_assessed": self.last_assessed.isoformat() if self.last_assessed else None,
+            "trend": list(self.trend),
+        }
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The tiles above the table, over every service the filters match."""
+
+    total: int
+    by_verdict: dict[str, int]  # VERDICTS and NOT_ASSESSED
+    by_tier: dict[int, int]
+    by_team: list[tuple[int, str, int, float | None]]  # (id, name, services, average score)
+
+
+@dataclass(frozen=True)
+class Page:
+    query: Query
+    rows: list[DashboardRow]
+    summary: Summary
+    per_page: int = PAGE_SIZE
+    teams: list[tuple[int, str]] = field(default_factory=list)
+    owners: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.summary.total
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def first(self) -> int:
+        return 0 if not self.rows else (self.query.page - 1) * self.per_page + 1
+
+    @property
+    def last(self) -> int:
+        return (self.query.page - 1) * self.per_page + len(self.rows)
+
+    def page_numbers(self, around: int = 2) -> list[int | None]:
+        """1 … 4 5 [6] 7 8 … 20: None marks a gap."""
+        current, last = self.query.page, self.pages
+        shown = sorted({1, last, *range(max(1, current - around), min(last, current + around) + 1)})
+        numbers: list[int | None] = []
+        for number in shown:
+            if numbers and number - numbers[-1] > 1:
+                numbers.append(None)
+            numbers.append(number)
+        return numbers
+
+
+# The statement ---------------------------------------------------------------------------
+
+owner_u = aliased(User, name="owner")
+
+
+# Per service, correlated and LIMIT 1 through the service_id indexes: each service costs
+# a look at its own few rows, where a window over the whole table cost every list (and the
+# one-service page) a pass over every assessment.
+
+def _working_query():
+    """The open assessment to show: in review before draft (a newer, empty draft never hides
+    the one being reviewed), then the newest."""
+    return (select(Assessment)
+            .where(Assessment.service_id == Service.id, Assessment.state.in_(OPEN_STATES))
+            .order_by(case((Assessment.state == "in_review", 0), else_=1),
+                      Assessment.created_at.desc(), Assessment.id.desc())
+            .limit(1))
+
+
+def _signed_query():
+    """The latest signed-off assessment."""
+    return (select(Assessment)
+            .where(Assessment.service_id == Service.id, Assessment.state == "signed_off")
+            .order_by(Assessment.decided_at.desc(), Assessment.id.desc())
+            .limit(1))
+
+
+def _assessment_joins(dialect: str):
+    """(alias, join condition) for the working and the signed-off assessment. PostgreSQL
+    gets LATERAL joins: given `id = (subquery)` it hashes the whole assessment table
+    instead. SQLite has no LATERAL, and looks the id up per service just as well."""
+    joins = []
+    for name, query in (("working", _working_query()), ("signed", _signed_query())):
+        if dialect == "postgresql":
+            joins.append((aliased(Assessment, query.lateral(name), name=name), true()))
+        else:
+            alias = aliased(Assessment, name=name)
+            ids = query.with_only_columns(Assessment.id).correlate(Service).scalar_subquery()
+            joins.append((alias, alias.id == ids))
+    return joins
+
+
+def _probe_columns():
+    """The worst latest outcome over the service's check kinds, and when it was last checked."""
+    severity = case(*((ServiceCheck.outcome == o, r) for o, r in PROBE_SEVERITY.items()), else_=0)
+    worst = (select(func.max(severity)).where(ServiceCheck.service_id == Service.id)
+             .correlate(Service).scalar_subquery())
+    checked = (select(func.max(ServiceCheck.checked_at)).where(ServiceCheck.service_id == Service.id)
+               .correlate(Service).scalar_subquery())
+    return worst, checked
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The joined statements every list starts from, built once per process: constructing
+    them costs more than SQLite takes to run them. The viewer is a bound parameter."""
+
+    rows: Select
+    tiles: Select
+    columns: dict
+    mine: object
+
+
+@functools.cache
+def _shape_for(dialect: str) -> _Shape:
+    (working_a, working_on), (signed_a, signed_on) = _assessment_joins(dialect)
+    probe_severity, probe_checked_at = _probe_columns()
+    viewer = bindparam("viewer_id", type_=Integer)
+    my_teams = select(Membership.team_id).where(Membership.user_id == viewer)
+    mine = or_(Service.owner_id == viewer, Service.backup_owner_id == viewer, Service.team_id.in_(my_teams))
+    verdict = func.coalesce(working_a.verdict, signed_a.verdict)
+    columns = {
+        "verdict": verdict,
+        "verdict_rank": case(*((verdict == v, r) for v, r in VERDICT_RANK.items()), else_=0),
+        "score": func.coalesce(working_a.score, signed_a.score),
+        "mine": case((mine, literal(True)), else_=literal(False)),
+        "assessed": func.coalesce(working_a.updated_at, signed_a.decided_at),
+        "probe_severity": probe_severity,
+        "probe_checked_at": probe_checked_at,
+        "answered": working_a.answered_pct,
+        "blockers": working_a.blocker_count,
+        "signed": signed_a.decided_at,
+    }
+
+    def joined(*selected) -> Select:
+        return (select(*selected)
+                .select_from(Service)
+                .join(Team, Team.id == Service.team_id)
+                .outerjoin(owner_u, owner_u.id == Service.owner_id)
+                .outerjoin(working_a, working_on)
+                .outerjoin(signed_a, signed_on))
+
+    rows = joined(*_row_columns(working_a, signed_a), columns["mine"].label("mine"), probe_severity.label("probe_severity"),
+                  probe_checked_at.label("probe_checked_at"))
+    tiles = (joined(Service.team_id, Team.name, Service.tier, verdict.label("verdict"), func.count().label("n"),
+                    func.count(columns["score"]).label("scored"), func.sum(columns["score"]).label("score_sum"))
+             .group_by(Service.team_id, Team.name, Service.tier, verdict))
+    return _Shape(rows, tiles, columns, mine)
+
+
+def _shape() -> _Shape:
+    return _shape_for(db.session.get_bind().dialect.name)
+
+
+def _viewer(user_id: int | None) -> dict:
+    return {"viewer_id": user_id or -1}
+
+
+def _filter(stmt: Select, query: Query, columns: dict, mine) -> Select:
+    if query.lifecycle == "all":
+        pass
+    elif query.lifecycle:
+        stmt = stmt.where(Service.lifecycle == query.lifecycle)
+    else:
+        stmt = stmt.where(Service.lifecycle != "retired")
+    if query.team:
+        stmt = stmt.where(Service.team_id == query.team)
+    if query.tier:
+        stmt = stmt.where(Service.tier == query.tier)
+    if query.owner:
+        stmt = stmt.where(Service.owner_id == query.owner)
+    if query.mine:
+        stmt = stmt.where(mine)
+    if query.verdict == NOT_ASSESSED:
+        stmt = stmt.where(columns["verdict"].is_(None))
+    elif query.verdict:
+        stmt = stmt.where(columns["verdict"] == query.verdict)
+    if query.q:
+        stmt = stmt.where(or_(Service.name.icontains(query.q, autoescape=True),
+                              Service.slug.icontains(query.q, autoescape=True),
+                              Team.name.icontains(query.q, autoescape=True),
+                              owner_u.name.icontains(query.q, autoescape=True)))
+    return stmt
+
+
+def _order(query: Query, columns: dict) -> list:
+    key = {
+        "name": func.lower(Service.name),
+        "team": func.lower(Team.name),
+        "tier": Service.tier,
+        "lifecycle": Service.lifecycle,
+        "verdict": columns["verdict_rank"],
+        "score": columns["score"],
+        "answered": columns["answered"],
+        "blockers": columns["blockers"],
+        "probes": columns["probe_severity"],
+        "owner": func.lower(owner_u.name),
+        "assessed": columns["assessed"],
+        "signed": columns["signed"],
+    }[query.sort]
+    primary = key.desc() if query.direction == "desc" else key.asc()
+    # Rows without a value go last whichever way the column is sorted.
+    return [primary.nulls_last(), func.lower(Service.name), Service.id]
+
+
+def _row_columns(working_a, signed_a) -> tuple:
+    return (
+        Service.id, Service.name, Service.slug, Service.team_id, Team.name.label("team_name"),
+        Service.tier, Service.lifecycle, Service.owner_id, owner_u.name.label("owner_name"),
+        owner_u.email.label("owner_email"),
+        working_a.id.label("w_id"), working_a.state.label("w_state"), working_a.score.label("w_score"),
+        working_a.verdict.label("w_verdict"), working_a.answered_pct.label("w_answered"),
+        working_a.blocker_count.label("w_blockers"), working_a.unanswered_count.label("w_unanswered"),
+        working_a.updated_at.label("w_updated_at"), working_a.scored_at.label("w_scored_at"),
+        signed_a.id.label("s_id"), signed_a.verdict.label("s_verdict"), signed_a.score.label("s_score"),
+        signed_a.decided_at.label("s_decided_at"),
+    )
+
+
+def _row(r) -> DashboardRow:
+    working = None if r.w_id is None else WorkingAssessment(
+        r.w_id, r.w_state, r.w_score, r.w_verdict, r.w_answered, r.w_blockers, r.w_unanswered,
+        r.w_updated_at, r.w_scored_at)
+    signed = None if r.s_id is None else SignedOff(r.s_id, r.s_verdict, r.s_score, r.s_decided_at)
+    return DashboardRow(
+        service_id=r.id, name=r.name, slug=r.slug, team_id=r.team_id, team_name=r.team_name,
+        tier=r.tier, lifecycle=r.lifecycle, owner_id=r.owner_id, owner_name=r.owner_name,
+        owner_email=r.owner_email, mine=bool(r.mine), working=working, signed_off=signed,
+        probe_outcome=OUTCOME_OF_SEVERITY.get(r.probe_severity) if r.probe_severity is not None else None,
+        probe_checked_at=r.probe_checked_at)
+
+
+def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
+                offset: int = 0, trend_points: int = TREND_POINTS) -> list[DashboardRow]:
+    """Rows matching `query`, sorted, in two queries (rows, then their trends)."""
+    shape = _shape()
+    stmt = _filter(shape.rows, query, shape.columns, shape.mine).order_by(*_order(query, shape.columns))
+    if limit is not None:
+        stmt = stmt.limit(limit).offset(offset)
+    rows = [_row(r) for r in db.session.execute(stmt, _viewer(user_id))]
+    if trend_points and rows:
+        trends = score_trends([row.service_id for row in rows], trend_points)
+        rows = [replace(row, trend=tuple(trends.get(row.service_id, ()))) for row in rows]
+    return rows
+
+
+def summary(query: Query, user_id: int | None) -> Summary:
+    """Counts by verdict and tier and average score by team, in one grouped query."""
+    shape = _shape()
+    stmt = _filter(shape.tiles, query, shape.columns, shape.mine)
+    by_verdict = dict.fromkeys((*VERDICTS, NOT_ASSESSED), 0)
+    by_tier = dict.fromkeys((1, 2, 3), 0)
+    teams: dict[int, list] = {}
+    total = 0
+    for team_id, team_name, tier, verdict, n, scored, score_sum in db.session.execute(stmt, _viewer(user_id)):
+        total += n
+        by_verdict[verdict or NOT_ASSESSED] = by_verdict.get(verdict or NOT_ASSESSED, 0) + n
+        by_tier[tier] = by_tier.get(tier, 0) + n
+        team = teams.setdefault(team_id, [team_name, 0, 0, 0.0])
+        team[1] += n
+        team[2] += scored
+        team[3] += score_sum or 0.0
+    by_team = sorted(((tid, name, n, round(total_score / scored, 1) if scored else None)
+                      for tid, (name, n, scored, total_score) in teams.items()),
+                     key=lambda t: t[1].lower())
+    return Summary(total, by_verdict, by_tier, by_team)
+
+
+def score_trends(service_ids: list[int], points: int = TREND_POINTS) -> dict[int, list[float]]:
+    """The last `points` snapshot scores of each service, oldest first: one windowed query."""
+    if not service_ids:
+        return {}
+    rank = func.row_number().over(partition_by=ScoreSnapshot.service_id,
+                                  order_by=(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()))
+    ranked = (select(ScoreSnapshot.service_id, ScoreSnapshot.score, ScoreSnapshot.at, ScoreSnapshot.id,
+                     rank.label("rank"))
+              .where(ScoreSnapshot.service_id.in_(service_ids)).subquery())
+    stmt = (select(ranked.c.service_id, ranked.c.score).where(ranked.c.rank <= points)
+            .order_by(ranked.c.service_id, ranked.c.at, ranked.c.id))
+    trends: dict[int, list[float]] = defaultdict(list)
+    for service_id, score in db.session.execute(stmt):
+        trends[service_id].append(score)
+    return dict(trends)
+
+
+def score_trend(service: Service, points: int = TREND_POINTS) -> list[float]:
+    """One service's last score snapshots, oldest first."""
+    return score_trends([service.id], points).get(service.id, [])
+
+
+def filter_choices() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """Teams, and people who own at least one service, for the filter menus (two queries)."""
+    teams = [tuple(r) for r in db.session.execute(select(Team.id, Team.name).order_by(func.lower(Team.name)))]
+    owners = [tuple(r) for r in db.session.execute(
+        select(User.id, User.name).where(User.id.in_(select(Service.owner_id).where(Service.owner_id.is_not(None))))
+        .order_by(func.lower(User.name)))]
+    return teams, owners
+
+
+def dashboard(query: Query, user_id: int | None, per_page: int = PAGE_SIZE) -> Page:
+    """A page of the dashboard: summary, rows and filter menus in five queries."""
+    tiles = summary(query, user_id)
+    pages = max(1, math.ceil(tiles.total / per_page))
+    if query.page > pages:
+        query = replace(query, page=pages)
+    rows = select_rows(query, user_id, limit=per_page, offset=(query.page - 1) * per_page)
+    teams, owners = filter_choices()
+    return Page(query, rows, tiles, per_page, teams, owners)
+
+
+def service_row(service_id: int, user_id: int | None = None,
+                trend_points: int = TREND_POINTS) -> DashboardRow | None:
+    """The dashboard row of one service, retired or not."""
+    stmt = _shape().rows.where(Service.id == service_id)
+    found = db.session.execute(stmt, _viewer(user_id)).first()
+    if found is None:
+        return None
+    row = _row(found)
+    if trend_points:
+        row = replace(row, trend=tuple(score_trends([service_id], trend_points).get(service_id, ())))
+    return row
+
+
+# Exports ---------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("service_id", "service", "slug", "team", "tier", "lifecycle", "owner", "owner_email",
+               "verdict", "score", "working_state", "working_verdict", "working_score", "answered_pct",
+               "blockers", "unanswered", "signed_off_verdict", "signed_off_at", "probe_status",
+               "last_assessed")
+
+
+def _cell(value) -> str | int | float:
+    """A CSV cell that a spreadsheet will not run as a formula (CWE-1236)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def to_csv(rows: list[DashboardRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        w, s = row.working, row.signed_off
+        writer.writerow([_cell(v) for v in (
+            row.service_id, row.name, row.slug, row.team_name, row.tier, row.lifecycle, row.owner_name,
+            row.owner_email, row.verdict, row.score, w and w.state, w and w.verdict, w and w.score,
+            w and w.answered_pct, w and w.blocker_count, w and w.unanswered_count, s and s.verdict,
+            s and s.decided_at, row.probe_outcome, row.last_assessed)])
+    return out.getvalue()
+
+
+# Keeping the read model filled ---------------------------------------------------------
+
+def rescore(*, everything: bool = False, batch_size: int = 200, now: datetime | None = None,
+            commit: Callable[[], None] | None = None) -> int:
+    """Fill the read model: score assessments with no stored score (scored_at NULL, e.g. rows
+    older than the read model), then catch up open ones whose approved waiver lapsed since
+    they were scored (`assessments.rescore_lapsed_waivers`); every assessment with
+    `everything`. Answers and waivers are loaded a batch at a time (a few queries per batch,
+    not one per answer); `commit` runs after each batch. Returns how many were scored.
+    When nothing needs it, this costs a few small queries."""
+    from webapp.assessments import refresh_score, rescore_lapsed_waivers
+
+    now = now or utcnow()
+    condition = literal(True) if everything else Assessment.scored_at.is_(None)
+    done, last_id = 0, 0
+    while ids := list(db.session.scalars(select(Assessment.id).where(condition, Assessment.id > last_id)
+                                         .order_by(Assessment.id).limit(batch_size))):
+        last_id = ids[-1]
+        batch = db.session.scalars(
+            select(Assessment).where(Assessment.id.in_(ids))
+            .options(selectinload(Assessment.answers).selectinload(Answer.waivers),
+                     selectinload(Assessment.service), selectinload(Assessment.checklist_version)))
+        for assessment in batch:
+            # Scoring is not an edit: keep updated_at ("last assessed") as it was. Marked
+            # before refresh_score flushes, or the column's onupdate would move it.
+            flag_modified(assessment, "updated_at")
+            refresh_score(assessment, now)
+        db.session.flush()
+        done += len(ids)
+        if commit is not None:
+            commit()
+    if not everything:
+        done += rescore_lapsed_waivers(now)
+    return done
