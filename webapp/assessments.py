@@ -257,11 +257,12 @@ def _get_or_create_answer(assessment: Assessment, item_key: str) -> Answer:
         db.session.execute(insert(Answer).values(
             assessment_id=assessment.id, item_key=item_key, status=None, note="", note_html="",
             source="manual", version=1,
-        ).on_conflict_do_nothing(index_elements=["assessment_id", "item_key"]))
+        ).on_conflict_do_nothing(index_elements=["assessment_id", "item_key"],
+                                 index_where=Answer.archived_at.is_(None)))  # the live-answer index
         # Scoring reads assessment.answers: have it reload with the new row.
         db.session.expire(assessment, ["answers"])
         answer = db.session.scalar(select(Answer).where(
-            Answer.assessment_id == assessment.id, Answer.item_key == item_key
+            Answer.assessment_id == assessment.id, Answer.item_key == item_key, Answer.archived_at.is_(None)
         ).execution_options(populate_existing=True))
     return answer
 
