@@ -217,3 +217,22 @@ def test_query_counts_do_not_grow_with_services(client, auth, synced):
     large = (_queries(client, "/attention"), _queries(client, "/my-work"))
     assert small == large, (small, large)
     assert large[0] <= 15 and large[1] <= 20
+
+
+def test_overdue_sign_off_conditions_need_attention(synced):
+    from webapp.models import Condition, SignOff
+
+    service, assessment = healthy_service()
+    signoff = SignOff(assessment_id=assessment.id, signer_id=service.owner_id, role="sre",
+                      decision="approve_with_conditions")
+    db.session.add(signoff)
+    db.session.flush()
+    for text, due, done in (("Add a second region", NOW.date() - timedelta(days=3), None),
+                            ("Rotate keys", NOW.date() + timedelta(days=3), None),
+                            ("Load test", NOW.date() - timedelta(days=9), NOW)):
+        db.session.add(Condition(signoff_id=signoff.id, assessment_id=assessment.id, service_id=service.id,
+                                 text=text, owner_id=service.owner_id, due_on=due, done_at=done))
+    db.session.commit()
+    assert kinds_for(service) == ["condition_overdue"]
+    found = [a for a in attention.collect(attention.scope_for(), now=NOW) if a.kind == "condition_overdue"]
+    assert len(found) == 1 and "Add a second region" in found[0].problem

@@ -16,6 +16,7 @@ from webapp.models import (
     Answer,
     Assessment,
     ChecklistVersion,
+    Condition,
     Evidence,
     Membership,
     RunbookRevision,
@@ -29,6 +30,7 @@ from webapp.runbooks import REVIEW_EVERY_DAYS
 
 # Kinds, in the order a person should deal with them, with a label for filters and tiles.
 KINDS = {
+    "condition_overdue": "Overdue sign-off conditions",
     "probe_failing": "Failing probes",
     "waiver_expired": "Expired waivers",
     "waiver_expiring": "Waivers expiring soon",
@@ -101,7 +103,7 @@ def collect(scope: Select, now: datetime | None = None) -> list[Attention]:
     now = now or utcnow()
     names = _names(scope)
     found: list[Attention] = []
-    for rule in (_failing_probes, _waivers, _broken_evidence, _ownership, _stale_assessments,
+    for rule in (_overdue_conditions, _failing_probes, _waivers, _broken_evidence, _ownership, _stale_assessments,
                  _stale_evidence, _runbooks):
         found.extend(rule(scope, names, now))
     order = {kind: n for n, kind in enumerate(KINDS)}
@@ -126,6 +128,18 @@ def _make(kind: str, service_id: int, names: dict, problem: str, action: str, en
 
 
 # Rules ------------------------------------------------------------------------------------
+
+def _overdue_conditions(scope, names, now) -> list[Attention]:
+    rows = db.session.execute(
+        select(Condition.service_id, Condition.assessment_id, Condition.text, Condition.due_on)
+        .where(Condition.service_id.in_(scope), Condition.done_at.is_(None), Condition.due_on < now.date())
+        .order_by(Condition.due_on))
+    return [_make("condition_overdue", service_id, names,
+                  f"A sign-off condition was due {due_on:%Y-%m-%d}: “{text[:120]}”.",
+                  "Do it and mark it done on the service page.", "services.show", due_on,
+                  service_id=service_id)
+            for service_id, _assessment_id, text, due_on in rows]
+
 
 def _failing_probes(scope, names, now) -> list[Attention]:
     rows = db.session.execute(
