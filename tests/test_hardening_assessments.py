@@ -223,12 +223,26 @@ def test_history_pages_are_paginated(client, auth, setup):
 
 def test_probe_text_is_shown_as_text_never_markdown(client, auth, setup):
     user, _service, assessment = setup
-    hostile = "Probe deep_health: fail — 1 dependency check(s) reported; [click](https://evil.example/phish)"
-    assessments.record_probe_answer(assessment, "health_check_endpoints", "not_met", hostile, None)
+    from webapp.models import ProbeResult, ProbeRun, ServiceCheck
+
+    hostile = "1 dependency check(s) reported; [click](https://evil.example/phish)"
+    item = assessments.checklist_for(assessment).item("health_check_endpoints")
+    run = ProbeRun(service_id=assessment.service_id, trigger="manual")
+    db.session.add(run)
+    db.session.flush()
+    result = ProbeResult(run_id=run.id, service_id=assessment.service_id, kind=item.probe, url="http://x/",
+                         outcome="fail", explanation=hostile)
+    db.session.add(result)
+    db.session.flush()
+    db.session.add(ServiceCheck(service_id=assessment.service_id, kind=item.probe, outcome="fail",
+                                result_id=result.id))
+    assessments.record_probe_answer(assessment, "health_check_endpoints", "not_met", result.id)
     db.session.commit()
     auth.login(user)
     page = client.get(f"/assessments/{assessment.id}?open=health_check_endpoints").get_data(as_text=True)
+    raw = client.get(f"/probe-results/{result.id}").get_data(as_text=True)
     history = client.get(f"/assessments/{assessment.id}/items/health_check_endpoints/history").get_data(as_text=True)
-    assert "[click](https://evil.example/phish)" in history  # shown, as text
-    for html in (page, history):
+    assert "[click](https://evil.example/phish)" in raw  # shown, as text
+    assert "evil.example" in page
+    for html in (page, raw, history):
         assert 'href="https://evil.example/phish"' not in html
