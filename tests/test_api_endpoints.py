@@ -317,9 +317,12 @@ def test_reports_list_get_download_and_verify(client, ctx):
     download = client.get(meta["download_url"], headers=ctx.headers)
     assert download.data == pdf and download.mimetype == "application/pdf"
     assert download.headers["ETag"] == f'"{digest}"'
+    # The file is the stored one, but it carries no signature: not genuine (a real report is
+    # signed at sign-off; tests/test_reports.py verifies real ones).
     by_file = client.post("/api/v1/reports/verify", data=pdf, content_type="application/pdf", headers=ctx.headers)
-    assert by_file.get_json()["match"] is True and by_file.get_json()["report"]["id"] == report_id
-    assert by_file.get_json()["signature_checked"] is False
+    assert by_file.get_json()["match"] is False and by_file.get_json()["report"]["id"] == report_id
+    assert by_file.get_json()["signature_checked"] is True
+    assert by_file.get_json()["detail"].startswith("Signature: ")
     tampered = client.post("/api/v1/reports/verify", data=pdf + b" ", content_type="application/pdf",
                            headers=ctx.headers)
     assert tampered.status_code == 200 and tampered.get_json()["match"] is False

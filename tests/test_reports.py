@@ -214,3 +214,21 @@ def test_the_url_fetcher_serves_only_static_files(app, tmp_path):
         server.shutdown()
         thread.join(timeout=5)
     assert pdf.startswith(b"%PDF") and hits == []
+
+
+def test_the_api_verifies_a_real_signed_report(client, signed):
+    """The same verification as the page and the CLI, through the API with a token."""
+    from webapp import tokens
+
+    cast, _, report = signed
+    pdf = report.pdf
+    _, secret = tokens.create_token(cast.member, "verify", ["read"], 1)
+    db.session.commit()
+    headers = {"Authorization": f"Bearer {secret}"}
+    body = client.post("/api/v1/reports/verify", data=pdf, content_type="application/pdf", headers=headers).get_json()
+    assert body["match"] is True and body["signature_checked"] is True and body["report"]["id"] == report.id
+    flipped = bytearray(pdf)
+    flipped[len(flipped) // 2] ^= 0x01
+    body = client.post("/api/v1/reports/verify", data=bytes(flipped), content_type="application/pdf",
+                       headers=headers).get_json()
+    assert body["match"] is False

@@ -417,8 +417,9 @@ class VerifyOut(Output):
     sha256: str
     report: ReportOut | None
     signature_checked: bool = Field(
-        description="False for now: the match is by SHA-256 of the whole file; PAdES "
-                    "signature validation is to come.")
+        description="True when a PDF was sent: its PAdES signature was validated against this "
+                    "instance's certificate (and `match` requires it valid). False when only a "
+                    "SHA-256 was sent: the match is then by the stored file's hash alone.")
     detail: str
 
 

@@ -784,19 +784,23 @@ def download_report(report_id: int):
 @api.operation("POST", "/reports/verify", summary="Is this file a report Preflight issued?",
                tag="Reports", body=s.VerifyIn, raw_body="application/pdf", response=s.VerifyOut)
 def verify_report(body):
-    """Send the PDF itself (Content-Type: application/pdf) or its SHA-256 as JSON. This checks
-    the whole file's SHA-256 against the stored reports; the PAdES signature check is to come
-    (`signature_checked` says which was done)."""
-    digest = hashlib.sha256(body).hexdigest() if isinstance(body, bytes) else body.sha256.lower()
-    report = db.session.scalar(select(Report).where(Report.sha256 == digest).order_by(Report.id).limit(1))
-    if report is None:
-        return s.VerifyOut(match=False, sha256=digest, report=None, signature_checked=False,
-                           detail="No report Preflight issued has this SHA-256: the file is not one of "
-                                  "ours, or it was changed.")
-    return s.VerifyOut(match=True, sha256=digest, report=report_out(report, _report_service(report)),
-                       signature_checked=False,
-                       detail=f"Byte for byte the report {report.id} Preflight issued on "
-                              f"{report.created_at:%Y-%m-%d}.")
+    """Send the PDF itself (Content-Type: application/pdf) or its SHA-256 as JSON. A PDF must
+    match a stored report byte for byte and carry a valid signature by this instance; a bare
+    SHA-256 can only be matched against the stored reports (`signature_checked` says which)."""
+    from webapp import reports
+
+    if isinstance(body, bytes):
+        digest = hashlib.sha256(body).hexdigest()
+        verdict = reports.verify_pdf(body)
+        checked = True
+    else:
+        digest = body.sha256.lower()
+        verdict = reports.verify_sha256(digest)
+        checked = False
+    report = verdict.report
+    return s.VerifyOut(match=verdict.genuine, sha256=digest,
+                       report=report_out(report, _report_service(report)) if report else None,
+                       signature_checked=checked, detail=" ".join(verdict.reasons))
 
 
 # Audit ----------------------------------------------------------------------------------
