@@ -24,6 +24,8 @@ from webapp.extensions import db
 from webapp.models import Assessment, Report, SigningCredential, User, utcnow
 
 log = logging.getLogger("webapp.reports")
+# WeasyPrint logs every layout step at INFO: a line per page of every report in the app log.
+logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
 
 SNAPSHOT_NAME = "preflight-snapshot.json"
 SIGNATURE_FIELD = "PreflightSignature"
