@@ -16,7 +16,6 @@ from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from tests.conftest import need
 from tests.factories import MembershipFactory, ServiceFactory
 from tests.probe_targets import hostile_server
 from webapp import assessments, catalog
@@ -403,7 +402,8 @@ def test_a_conflicting_save_costs_the_sweep_one_retry_of_one_service(targets, wo
     (StaleDataError); it retries that service alone, the person's answer wins, and every
     other service keeps its bookkeeping. (SQLite serialises writers, so the save waits for
     the sweep's short transaction instead and the conflict is the person's: see above.)"""
-    need("postgres", db.engine.dialect.name == "postgresql", "this race needs row-level locking")
+    if db.engine.dialect.name != "postgresql":  # not a missing resource: CI's PostgreSQL pass runs it
+        pytest.skip("SQLite serialises writers, so this race exists only on PostgreSQL")
     user, service, assessment = world
     others = [ServiceFactory(team=service.team, health_url=targets.url("/health"), base_url=None)
               for _ in range(3)]
