@@ -15,6 +15,7 @@ from webapp import assessments, audit
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
+    ChecklistVersion,
     Condition,
     Membership,
     ProbeResult,
@@ -230,7 +231,9 @@ def queue_for(user: User) -> list[Assessment]:
     in_review = db.session.scalars(
         select(Assessment).where(Assessment.state == "in_review")
         .options(joinedload(Assessment.service), joinedload(Assessment.signoffs),
-                 joinedload(Assessment.checklist_version))
+                 # The parsed checklist is cached by content hash: the large JSON is read
+                 # only on a cache miss, once per version, not once per row.
+                 joinedload(Assessment.checklist_version).defer(ChecklistVersion.content))
         .order_by(Assessment.submitted_at)).unique().all()
     maintained = set(db.session.scalars(select(Membership.team_id).where(
         Membership.user_id == user.id, Membership.role == "maintainer")))
