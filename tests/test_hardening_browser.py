@@ -4,39 +4,23 @@ person typed, says "your session expired, sign in again", and works after signin
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from tests.conftest import need
 from tests.factories import PASSWORD, MembershipFactory, ServiceFactory
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, live_server  # noqa: F401 - the fixture
 from webapp import assessments, catalog
 from webapp.extensions import db
 from webapp.models import Answer, User
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ITEM = "structured_logging"
 TYPED = "Logs are JSON, shipped by vector to Loki; retention 30 days. Typed over a long meeting."
 
 
 @pytest.fixture
-def live_server(app):
-    app.config["WTF_CSRF_ENABLED"] = True
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
-    app.config["WTF_CSRF_ENABLED"] = False
-
-
-@pytest.fixture
-def browser_context(live_server):
+def browser_context(live_server):  # noqa: F811 - the imported fixture
     need("browser", os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
