@@ -243,6 +243,7 @@ def register_blueprints(app: Flask) -> None:
         attention,
         auth,
         checklists,
+        flags,
         main,
         ops,
         owners,
@@ -256,7 +257,7 @@ def register_blueprints(app: Flask) -> None:
     )
 
     for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments,
-                   probes, ops, reviews, reports, tokens):
+                   probes, ops, reviews, reports, tokens, flags):
         app.register_blueprint(module.bp)
 
     from webapp.api import views as api
@@ -295,7 +296,7 @@ def register_errorhandlers(app: Flask) -> None:
         description = getattr(error, "description", "Something went wrong on our side.")
         return respond(code, description)
 
-    for code in (400, 403, 404, 405, 409, 413, 429, 500):
+    for code in (400, 403, 404, 405, 409, 413, 429, 500, 503):
         app.register_error_handler(code, render_error)
 
     # Only "cannot talk to the database" errors: an IntegrityError is a bug, a 500.
