@@ -63,7 +63,7 @@ def _readiness_engine():
     return engine
 
 
-def _check_database() -> dict:
+def check_database() -> dict:
     started = time.perf_counter()
     try:
         engine = _readiness_engine()
@@ -115,7 +115,7 @@ def ready():
     """Readiness: the database answers and the server is not shutting down."""
     if _draining():
         return jsonify(status="fail", checks={"shutdown": {"status": "fail", "draining": True}}), 503
-    database = _check_database()
+    database = check_database()
     code = 200 if database["status"] == "pass" else 503
     return jsonify(status=database["status"], checks={"database": database}), code
 
@@ -123,7 +123,7 @@ def ready():
 @bp.get("/healthz/deep")
 def deep_health():
     """Deep health: database, job queue and checklists, each reported."""
-    checks = {"database": _check_database(), "queue": _check_queue(), "checklists": _check_checklists()}
+    checks = {"database": check_database(), "queue": _check_queue(), "checklists": _check_checklists()}
     worst = "fail" if any(c["status"] == "fail" for c in checks.values()) else (
         "warn" if any(c["status"] == "warn" for c in checks.values()) else "pass")
     return jsonify(status=worst, checks=checks), 503 if worst == "fail" else 200
@@ -134,7 +134,7 @@ class _DependencyCollector:
     and how many jobs wait (docs/deploy/prometheus-alerts.yml alerts on them)."""
 
     def collect(self):
-        database = _check_database()
+        database = check_database()
         queue = _check_queue()
         yield GaugeMetricFamily("preflight_database_up", "1 if the database answered the last scrape",
                                 value=1 if database["status"] == "pass" else 0)
