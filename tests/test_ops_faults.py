@@ -251,3 +251,22 @@ def test_without_redis_people_still_sign_in_and_probe_now_says_jobs_are_delayed(
     response = client.post(f"/services/{service.id}/probes/run")
     assert response.status_code == 302 and re.search(r"/probes/runs/\d+$", response.headers["Location"])
     assert huey.pending_count() == 1
+
+
+@pytest.mark.redis
+def test_queueing_retries_a_refused_redis_briefly_then_reports_jobs_delayed(proxied_redis, caplog):
+    """Three connection attempts with jittered backoff, within a second; then "jobs delayed"."""
+    from webapp import queue_health
+    from webapp.probes.tasks import complete_run_task
+
+    _, proxy = proxied_redis
+    proxy.mode = "refuse"
+    proxy.cut()
+    before, started = proxy.accepted, time.monotonic()
+    assert queue_health.enqueue(complete_run_task, 1) is False
+    assert time.monotonic() - started < 1.5
+    assert proxy.accepted - before == 3  # one connection attempt per try, three tries
+    assert sum("retrying in" in r.getMessage() for r in caplog.records if r.name == "webapp.retry") == 2
+    proxy.mode = "pass"
+    assert queue_health.enqueue(complete_run_task, 1) is True
+    assert huey.pending_count() == 1

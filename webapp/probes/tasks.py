@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
-from webapp import flags
+from webapp import flags, retry
 from webapp.extensions import db, huey
 from webapp.models import Evidence, ProbeRun, Service, utcnow
 from webapp.probes import locks, runs
@@ -296,8 +296,12 @@ def close_abandoned_runs() -> int:
     """Every five minutes: close runs a dead worker left unfinished, so nothing (such as
     "Probe now") waits for them forever."""
     with app_context():
-        closed = runs.close_abandoned_runs(ABANDONED_AFTER)
-        db.session.commit()
+        def work() -> int:
+            closed = runs.close_abandoned_runs(ABANDONED_AFTER)
+            db.session.commit()
+            return closed
+
+        closed = retry.transaction("close abandoned runs", work)
         if closed:
             log.warning("closed %d probe runs abandoned by a dead worker", closed)
         return closed
@@ -362,9 +366,12 @@ def sync_checklists() -> int:
     with app_context():
         from webapp import catalog
 
-        problems = catalog.sync()
-        db.session.commit()
-        return len(problems)
+        def work() -> int:
+            problems = catalog.sync()
+            db.session.commit()
+            return len(problems)
+
+        return retry.transaction("sync checklists", work)
 
 
 @huey.periodic_task(crontab(minute="7", hour="*"))
@@ -374,6 +381,9 @@ def rescore_lapsed_waivers() -> int:
     with app_context():
         from webapp import assessments
 
-        count = assessments.rescore_lapsed_waivers()
-        db.session.commit()
-        return count
+        def work() -> int:
+            count = assessments.rescore_lapsed_waivers()
+            db.session.commit()
+            return count
+
+        return retry.transaction("rescore lapsed waivers", work)
