@@ -159,6 +159,10 @@ def register_extensions(app: Flask) -> None:
     from webapp.models import User
 
     db.init_app(app)
+    from webapp.views.ops import count_pool_use
+
+    with app.app_context():
+        count_pool_use(db.engine)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         from webapp import db_deadlines
 
