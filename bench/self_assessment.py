@@ -45,8 +45,10 @@ ANSWERS: dict[str, tuple[str, str, list[str]]] = {
     "config_per_environment": ("met", "PREFLIGHT_ENV switches production defaults; every setting validated at "
                                "start.", ["webapp/config.py", "tests/test_migrations.py"]),
     "no_hardcoded_endpoints": ("met", "Database, Redis and probe networks come from settings.", ["webapp/config.py"]),
-    "feature_flags_for_risky_changes": ("partial", "On/off settings (ALLOW_SIGNUP, RATELIMIT_ENABLED) but no "
-                                        "general feature-flag mechanism.", ["webapp/config.py"]),
+    "feature_flags_for_risky_changes": ("met", "Run-time kill switches (Probe now, scheduled probes, draft PDFs, "
+                                        "API writes) in the database, so every worker and host agrees within 5 s; "
+                                        "admin page and `flask flags set`, audited; runbook step to turn one off.",
+                                        ["webapp/flags.py", "tests/test_flags.py", "docs/runbook.md"]),
     "structured_logging": ("met", "JSON lines with request_id and user_id, gunicorn access log and job lines "
                            "included; secrets scrubbed and tested.", ["webapp/logs.py", "tests/test_ops_gunicorn.py"]),
     "log_rotation": ("met", "The app writes no log files (stdout only); compose caps the container log size.",
@@ -56,15 +58,20 @@ ANSWERS: dict[str, tuple[str, str, list[str]]] = {
     "timeouts_on_external_calls": ("met", "PostgreSQL: connect timeout, statement timeout, client-side watchdog; "
                                    "Redis: socket timeouts; probes: total deadline. Tested through a TCP proxy.",
                                    ["webapp/config.py", "webapp/db_deadlines.py", "tests/test_ops_faults.py"]),
-    "circuit_breakers": ("partial", "Redis failures flip the app to 'jobs delayed' and re-check every 5 s; rate "
-                         "limits fall back to memory. No general breaker for the database.",
-                         ["webapp/queue_health.py"]),
+    "circuit_breakers": ("met", "Database: a breaker per process opens after repeated failures, answers 503 at "
+                         "once for a cool-down, probes once half-open, closes by itself; logged and exported, on "
+                         "the dashboard; tested through a TCP proxy on PostgreSQL. Redis: 'jobs delayed' re-checked "
+                         "every 5 s, rate limits fall back to memory.",
+                         ["webapp/db_breaker.py", "tests/test_ops_faults.py", "webapp/queue_health.py",
+                          "docs/deploy/grafana-dashboard.json"]),
     "bulkheads": ("met", "Probes run in the worker, never in web processes; bounded pools per process; bounded "
                   "probe concurrency.", ["webapp/config.py", "webapp/probes/tasks.py"]),
     "graceful_degradation": ("met", "Redis down: sign-in works, banner says jobs are delayed. Database down: a "
                              "clear 503 page, readiness 503, recovery without restart.", ["tests/test_ops_faults.py"]),
-    "retry_with_backoff": ("partial", "Rate-limit storage recovery backs off; probes deliberately do not retry "
-                           "(a failure is a result).", []),
+    "retry_with_backoff": ("met", "tenacity, full-jitter exponential backoff capped in attempts and time, only "
+                           "where safe: queueing on a Redis connection failure, job transactions on transient "
+                           "conflicts; probes deliberately not retried (a failure is the result).",
+                           ["webapp/retry.py", "tests/test_retry.py"]),
     "connection_pooling": ("met", "SQLAlchemy QueuePool with pre-ping.", ["webapp/config.py"]),
     "pool_size_limits": ("met", "DB_POOL_SIZE 5 + DB_MAX_OVERFLOW 5, 5 s pool timeout.", ["webapp/config.py"]),
     "query_timeouts": ("met", "statement_timeout and lock_timeout on every connection.", ["webapp/config.py"]),
@@ -92,7 +99,10 @@ ANSWERS: dict[str, tuple[str, str, list[str]]] = {
     "vulnerability_management": ("not_met", "A process for people, not something the app does.", []),
     "alerting_configured": ("partial", "Alert rules ship and pass promtool in CI; a Prometheus and "
                             "Alertmanager must load and route them.", ["docs/deploy/prometheus-alerts.yml"]),
-    "key_metrics_dashboard": ("not_met", "Metrics are exported; no dashboard definition ships yet.", []),
+    "key_metrics_dashboard": ("met", "Grafana dashboard: traffic, errors, latency by route, database and breaker, "
+                              "pool, queue, probe sweeps, retries, backups; every query checked against /metrics; "
+                              "the runbook starts from it.",
+                              ["docs/deploy/grafana-dashboard.json", "tests/test_ops_dashboard.py", "docs/runbook.md"]),
     "incident_response_plan": ("partial", "The runbook says what each alert means and what to do; an "
                                "organisation-wide plan is not the app's.", ["docs/runbook.md"]),
     "postmortem_process": ("not_met", "A process for people.", []),
@@ -305,8 +315,7 @@ def report(outcome: dict) -> None:
     print(f"Answered {card.answered} of {card.applicable} applicable items (tier 2)")
     for key, category in card.categories.items():
         print(f"  {key:15} {category.score:5.1f}")
-    print("\nNot met by the app itself (and why):")
-    gaps = []
+    outside, gaps = [], []
     for key, item, answer in outcome["items"]:
         status = answer.status if answer else None
         if status in ("met", "n_a"):
@@ -315,13 +324,18 @@ def report(outcome: dict) -> None:
         reason = OUTSIDE_THE_APP.get(key) or OUTSIDE_THE_APP.get(f"{probe}" if probe else "")
         line = f"  {status or 'unanswered':10} {'critical ' if item.critical else ''}{key}"
         if reason:
-            print(f"{line}: outside the app: {reason}")
+            outside.append((key, f"{line}: {reason}"))
         else:
             gaps.append(f"{line}: {answer.note if answer else ''}")
-    if gaps:
-        print("\nGaps the app itself could still close:")
-        print("\n".join(gaps))
-    print(f"\nBlockers (critical, not met): {', '.join(card.blockers) or 'none'}")
+    print(f"\nCannot be met by the app itself ({len(outside)} items; why):")
+    print("\n".join(line for _, line in outside) or "  none")
+    print("\nGaps the app itself could still close:")
+    print("\n".join(gaps) or "  none: every item not met above needs infrastructure or people, not code")
+    beyond = {key for key, _ in outside}
+    inside = [key for key in card.blockers if key not in beyond]
+    print(f"\nBlockers (critical, not met): {', '.join(card.blockers) or 'none'}"
+          + (" (all outside the app)" if card.blockers and not inside else "")
+          + (f"; the app could close: {', '.join(inside)}" if inside else ""))
     print("Note: oncall_rotation passes its probe on a placeholder URL: "
           f"{OUTSIDE_THE_APP['oncall_present']}.")
 

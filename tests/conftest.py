@@ -109,6 +109,9 @@ def _clean_database(request):
         yield
         return
     app = request.getfixturevalue("app")
+    from webapp import flags
+
+    flags.forget()  # a flag a previous test switched off must not linger in the cache
     with app.app_context():
         yield
         db.session.remove()

@@ -61,6 +61,7 @@ class TcpProxy:
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.mode = "pass"
+        self.accepted = 0  # connections the app opened through the proxy, whatever the mode
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self._pairs: list[tuple[socket.socket, socket.socket | None]] = []
@@ -75,6 +76,7 @@ class TcpProxy:
                 client, _ = self.listener.accept()
             except (TimeoutError, OSError):
                 continue
+            self.accepted += 1
             if self.mode == "refuse":
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 client.close()

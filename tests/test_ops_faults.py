@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import create_engine, select
 
 from tests.factories import MembershipFactory, ServiceFactory, UserFactory
 from tests.ops_support import TcpProxy, scratch_postgres
-from webapp import create_app
+from webapp import create_app, db_breaker
 from webapp.extensions import db, huey, limiter
 from webapp.models import ProbeRun
 
@@ -104,6 +105,80 @@ def test_cut_connections_are_replaced_not_served_as_errors(proxied_postgres):
     assert _get(client, "/login").status_code == 200
 
 
+@pytest.mark.postgres
+def test_breaker_fails_fast_while_the_database_hangs_and_closes_by_itself(proxied_postgres):
+    """Two failures open it: then pages, the API and readiness answer 503 at once without a
+    single connection to the database; after the cool-down one request probes (still hung:
+    open again), and once the database is back the next probe closes it."""
+    app, proxy = proxied_postgres
+    breaker = app.extensions["preflight_db_breaker"] = db_breaker.Breaker(2, 2.0)
+    client = app.test_client()
+    with app.app_context():
+        UserFactory(email="someone@example.test")
+        db.session.commit()
+        db.session.remove()
+    assert _get(client, "/login").status_code == 200
+
+    proxy.mode = "hang"
+    for _ in range(2):  # each waits for a deadline (the watchdog, the connect timeout)
+        _assert_clear_database_page(_get(client, "/login"))
+    assert breaker.state == "open"
+    touched = proxy.accepted
+    started = time.monotonic()
+    for _ in range(20):
+        response = _get(client, "/login")
+        _assert_clear_database_page(response)
+        assert 1 <= int(response.headers["Retry-After"]) <= 2
+    api = _get(client, "/api/v1/teams", headers={"Authorization": "Bearer pft_x"})
+    assert api.status_code == 503 and api.get_json()["type"].endswith("#problem-database-unavailable")
+    ready = _get(client, "/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["database"]["breaker"] == "open"
+    assert time.monotonic() - started < 2.0  # 22 requests answered without waiting on the database
+    assert proxy.accepted == touched, "the breaker let a request reach the database"
+    assert _get(client, "/healthz").status_code == 200
+    assert b"preflight_database_breaker_open 1.0" in _get(client, "/metrics").data
+    touched = proxy.accepted
+
+    time.sleep(2.1)  # cool-down over, database still hung: one probe, then open again
+    _assert_clear_database_page(_get(client, "/login"))
+    assert breaker.state == "open" and proxy.accepted == touched + 1
+    _assert_clear_database_page(_get(client, "/login"))
+    assert proxy.accepted == touched + 1
+
+    proxy.mode = "pass"
+    time.sleep(2.1)
+    assert _get(client, "/login").status_code == 200  # the probe passed: closed, served
+    assert breaker.state == "closed"
+    assert _get(client, "/readyz").status_code == 200
+    assert b"preflight_database_breaker_open 0.0" in _get(client, "/metrics").data
+
+
+def test_breaker_counts_failures_in_a_window_and_probes_once_at_a_time():
+    now = [100.0]
+    breaker = db_breaker.Breaker(3, 10.0, clock=lambda: now[0])
+    breaker.failure()
+    breaker.failure()
+    now[0] += 31  # older failures leave the 30 s window
+    breaker.failure()
+    assert breaker.admit() == db_breaker.GO
+    breaker.failure()
+    breaker.failure()
+    assert breaker.state == "open" and breaker.admit() == db_breaker.REFUSE
+    assert breaker.retry_after() == 10
+    now[0] += 10
+    assert breaker.admit() == db_breaker.PROBE
+    assert breaker.admit() == db_breaker.REFUSE  # one probe at a time; the rest fail fast
+    breaker.success()
+    assert breaker.admit() == db_breaker.GO
+    for _ in range(3):
+        breaker.failure()
+    now[0] += 10
+    assert breaker.admit() == db_breaker.PROBE
+    breaker.failure()  # the probe failed: a whole new cool-down
+    now[0] += 9
+    assert breaker.admit() == db_breaker.REFUSE
+
+
 @pytest.fixture
 def proxied_redis(tmp_path, app, monkeypatch):
     import os
@@ -175,4 +250,23 @@ def test_without_redis_people_still_sign_in_and_probe_now_says_jobs_are_delayed(
     assert 'id="jobs-delayed"' not in body
     response = client.post(f"/services/{service.id}/probes/run")
     assert response.status_code == 302 and re.search(r"/probes/runs/\d+$", response.headers["Location"])
+    assert huey.pending_count() == 1
+
+
+@pytest.mark.redis
+def test_queueing_retries_a_refused_redis_briefly_then_reports_jobs_delayed(proxied_redis, caplog):
+    """Three connection attempts with jittered backoff, within a second; then "jobs delayed"."""
+    from webapp import queue_health
+    from webapp.probes.tasks import complete_run_task
+
+    _, proxy = proxied_redis
+    proxy.mode = "refuse"
+    proxy.cut()
+    before, started = proxy.accepted, time.monotonic()
+    assert queue_health.enqueue(complete_run_task, 1) is False
+    assert time.monotonic() - started < 1.5
+    assert proxy.accepted - before == 3  # one connection attempt per try, three tries
+    assert sum("retrying in" in r.getMessage() for r in caplog.records if r.name == "webapp.retry") == 2
+    proxy.mode = "pass"
+    assert queue_health.enqueue(complete_run_task, 1) is True
     assert huey.pending_count() == 1

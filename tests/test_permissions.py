@@ -27,6 +27,7 @@ from webapp.models import (
     Assessment,
     Condition,
     Evidence,
+    FeatureFlag,
     Invitation,
     Membership,
     ProbeRun,
@@ -132,6 +133,10 @@ MATRIX: dict[str, dict[str, Rule]] = {
     "checklists.index": {"GET": page(SIGNED_IN)},
     "checklists.show": {"GET": page(SIGNED_IN)},
     "checklists.reload": {"POST": act(ADMINS)},
+    "flags.index": {"GET": page(ADMINS)},
+    "flags.switch": {"POST": act(ADMINS, {"enabled": "off", "note": "permission test"},
+                                 done=lambda ids: _count(FeatureFlag, FeatureFlag.key == ids["key"],
+                                                         FeatureFlag.enabled.is_(False)) == 1)},
     "assessments.show": {"GET": page(SIGNED_IN)},
     "assessments.history": {"GET": page(SIGNED_IN)},
     "assessments.panel": {"GET": page(SIGNED_IN, 302)},  # without htmx: the page, with the item open
@@ -263,7 +268,7 @@ def world(app):
            "revision_id": runbook.id, "condition_id": condition.id,
            "report_id": report.id, "report_sha256": report.sha256, "maintainer_id": maintainer.id, "admin_email": people["admin"].email,
            "outsider_email": outsider.email, "outsider_id": outsider.id, "invited_email": invitation.email,
-           "in_a_month": (utcnow().date() + timedelta(days=30)).isoformat()}
+           "in_a_month": (utcnow().date() + timedelta(days=30)).isoformat(), "key": "pdf_export"}
     return people, ids
 
 

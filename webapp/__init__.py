@@ -9,7 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from flask import Flask, abort, flash, g, make_response, redirect, render_template, request
+from flask import Flask, abort, flash, g, jsonify, make_response, redirect, render_template, request
 from markupsafe import escape
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -159,6 +159,10 @@ def register_extensions(app: Flask) -> None:
     from webapp.models import User
 
     db.init_app(app)
+    from webapp.views.ops import count_pool_use
+
+    with app.app_context():
+        count_pool_use(db.engine)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         from webapp import db_deadlines
 
@@ -221,6 +225,26 @@ def register_request_hooks(app: Flask) -> None:
         ok = 0 < len(incoming) <= 64 and incoming.replace("-", "").isalnum()
         g.request_id = incoming if ok else uuid.uuid4().hex
 
+    @app.before_request
+    def database_breaker() -> None:
+        """Fail fast while the database circuit breaker is open (webapp/db_breaker.py)."""
+        from webapp import db_breaker
+
+        if request.endpoint in db_breaker.BYPASS:
+            return
+        breaker = db_breaker.of(app)
+        verdict = breaker.admit()
+        if verdict == db_breaker.GO:
+            return
+        if verdict == db_breaker.PROBE:
+            from webapp.views.ops import check_database
+
+            if check_database()["status"] == "pass":
+                breaker.success()
+                return
+            breaker.failure()
+        raise db_breaker.BreakerOpen()
+
     @app.after_request
     def security_headers(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
@@ -243,6 +267,7 @@ def register_blueprints(app: Flask) -> None:
         attention,
         auth,
         checklists,
+        flags,
         main,
         ops,
         owners,
@@ -256,7 +281,7 @@ def register_blueprints(app: Flask) -> None:
     )
 
     for module in (main, attention, auth, teams, services, owners, runbooks, checklists, assessments,
-                   probes, ops, reviews, reports, tokens):
+                   probes, ops, reviews, reports, tokens, flags):
         app.register_blueprint(module.bp)
 
     from webapp.api import views as api
@@ -271,6 +296,7 @@ def register_errorhandlers(app: Flask) -> None:
     from sqlalchemy.exc import InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+    from webapp import db_breaker
     from webapp.extensions import db
 
     log = logging.getLogger("webapp.errors")
@@ -295,8 +321,23 @@ def register_errorhandlers(app: Flask) -> None:
         description = getattr(error, "description", "Something went wrong on our side.")
         return respond(code, description)
 
-    for code in (400, 403, 404, 405, 409, 413, 429, 500):
+    for code in (400, 403, 404, 405, 409, 413, 429, 500, 503):
         app.register_error_handler(code, render_error)
+
+    def database_unavailable_response(retry_after: int | None = None):
+        if g.get("_login_user") is None:
+            g._login_user = AnonymousUserMixin()  # the layout must not query the database again
+        message = ("The database is not answering right now, so nothing was loaded or saved. "
+                   "Try again in a minute; operators have been alerted.")
+        if request.path.startswith("/api/"):
+            from webapp.api.problems import problem_response
+
+            response = problem_response(503, message, kind="database-unavailable")
+        else:
+            response = make_response(respond(503, message))
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     # Only "cannot talk to the database" errors: an IntegrityError is a bug, a 500.
     @app.errorhandler(OperationalError)
@@ -304,15 +345,22 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(PoolTimeout)
     def database_unavailable(error):
         log.error("database unavailable: %s", type(getattr(error, "orig", None) or error).__name__)
+        db_breaker.of(app).failure()
         try:
             db.session.rollback()
         except Exception:  # noqa: BLE001 - the connection may be gone; the session is reset below
             pass
         db.session.remove()
-        if g.get("_login_user") is None:
-            g._login_user = AnonymousUserMixin()  # the layout must not query the database again
-        return respond(503, "The database is not answering right now, so nothing was loaded "
-                       "or saved. Try again in a minute; operators have been alerted.")
+        return database_unavailable_response()
+
+    @app.errorhandler(db_breaker.BreakerOpen)
+    def breaker_open(error):
+        """Fast: nothing here touches the database."""
+        retry_after = db_breaker.of(app).retry_after()
+        if request.endpoint == "ops.ready":
+            return jsonify(status="fail", checks={"database": {"status": "fail", "breaker": "open",
+                                                               "retry_after": retry_after}}), 503
+        return database_unavailable_response(retry_after)
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):

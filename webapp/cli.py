@@ -1,5 +1,6 @@
 """Operator commands: `flask users ...`, `flask checklists ...`, `flask probes ...`,
-`flask assessments ...`, `flask demo ...`, `flask reports ...`, `flask tokens ...`."""
+`flask assessments ...`, `flask demo ...`, `flask reports ...`, `flask tokens ...`,
+`flask flags ...`, `flask db-backup`, `flask db-restore`."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(reports_group)
     app.cli.add_command(db_backup)
     app.cli.add_command(db_restore)
+    app.cli.add_command(flags_group)
 
 
 # Users ---------------------------------------------------------------------------------
@@ -434,3 +436,38 @@ def db_restore(file: Path, force: bool) -> None:
         raise click.ClickException(str(exc)) from None
     counts = backup.rows_per_table(db.engine)
     click.echo(f"restored {sum(counts.values())} rows in {len(counts)} tables from {file}")
+
+
+# Feature flags ---------------------------------------------------------------------------
+
+@click.group("flags")
+def flags_group() -> None:
+    """Run-time kill switches for risky features (webapp/flags.py)."""
+
+
+@flags_group.command("list")
+def flags_list() -> None:
+    """One line per flag: key, on/off, last change, title."""
+    from webapp import flags
+
+    for flag, row in flags.listing():
+        on = row is None or row.enabled
+        changed = f"{row.changed_at:%Y-%m-%d %H:%M} {row.note}".strip() if row else "never changed"
+        click.echo(f"{flag.key}\t{'on' if on else 'off'}\t{changed}\t{flag.title}")
+
+
+@flags_group.command("set")
+@click.argument("key")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--note", default="", help="Why (kept with the flag and in the audit log).")
+def flags_set(key: str, state: str, note: str) -> None:
+    """Switch feature KEY on or off, everywhere within FEATURE_FLAG_CACHE_SECONDS."""
+    from webapp import flags
+
+    try:
+        changed = flags.set_flag(key, state == "on", None, note)
+    except flags.FlagError as exc:
+        raise click.ClickException(str(exc)) from None
+    if changed:
+        db.session.commit()
+    click.echo(f"{key} {'is now' if changed else 'was already'} {state}")

@@ -24,6 +24,7 @@ KNOWN_VARIABLES = frozenset({
     "REDIS_TIMEOUT_MS", "DB_CONNECT_TIMEOUT", "DB_STATEMENT_TIMEOUT_MS", "DB_POOL_SIZE",
     "DB_MAX_OVERFLOW", "DB_POOL_TIMEOUT", "SHUTDOWN_DRAIN_SECONDS", "ATTENTION_ASSESSMENT_DAYS",
     "EVIDENCE_REATTEST_DAYS", "REMEMBER_COOKIE_DAYS", "TRUSTED_PROXIES",
+    "FEATURE_FLAG_CACHE_SECONDS", "DB_BREAKER_FAILURES", "DB_BREAKER_COOLDOWN_SECONDS",
     # read by webapp/gunicorn_conf.py and webapp/serve.py
     "HOST", "PORT", "WEB_CONCURRENCY", "JOB_WORKERS", "GUNICORN_TIMEOUT",
     "GUNICORN_GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR",
@@ -173,6 +174,13 @@ def load_settings(instance_path: Path, env: dict | None = None) -> dict:
         "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 5, 1, 100),
         "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 5, 0, 100),
         "DB_POOL_TIMEOUT": _int(env, "DB_POOL_TIMEOUT", 5, 1, 60),
+        # The database circuit breaker (webapp/db_breaker.py): this many database failures
+        # within 30 s open it; it then answers 503 at once for the cool-down, then lets one
+        # request probe the database.
+        "DB_BREAKER_FAILURES": _int(env, "DB_BREAKER_FAILURES", 5, 1, 1000),
+        "DB_BREAKER_COOLDOWN_SECONDS": _int(env, "DB_BREAKER_COOLDOWN_SECONDS", 10, 1, 600),
+        # How long each process trusts the feature flags it read (webapp/flags.py).
+        "FEATURE_FLAG_CACHE_SECONDS": _int(env, "FEATURE_FLAG_CACHE_SECONDS", 5, 0, 300),
         "SHUTDOWN_DRAIN_SECONDS": _int(env, "SHUTDOWN_DRAIN_SECONDS", 10 if production else 0, 0, 300),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         "HUEY_IMMEDIATE": _bool(env, "HUEY_IMMEDIATE", False),

@@ -23,6 +23,7 @@ from wtforms import (
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
+    AnyOf,
     DataRequired,
     EqualTo,
     InputRequired,
@@ -206,6 +207,13 @@ class ServiceForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """An empty form: a POST button that carries only the CSRF token."""
+
+
+class FeatureFlagForm(FlaskForm):
+    """Switch one feature flag: the new state and why (kept with the flag and in the audit)."""
+
+    enabled = StringField("State", validators=[AnyOf(["on", "off"], message="State must be on or off.")])
+    note = StringField("Why", validators=[Optional(), Length(max=200)])
 
 
 

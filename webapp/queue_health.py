@@ -19,9 +19,12 @@ _lock = threading.Lock()
 
 
 def enqueue(task, *args, **kwargs) -> bool:
-    """Queue a Huey task; on a queue failure log it, remember it and return False."""
+    """Queue a Huey task (a connection failure is retried briefly: webapp/retry.py); on a
+    queue failure log it, remember it and return False."""
+    from webapp import retry
+
     try:
-        task(*args, **kwargs)
+        retry.enqueue(task, *args, **kwargs)
     except QUEUE_ERRORS as exc:
         _mark_failed(exc)
         return False

@@ -16,7 +16,7 @@ TITLES = {
     400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
     405: "Method not allowed", 409: "Conflict", 412: "Precondition failed", 413: "Request too large",
     415: "Unsupported media type", 422: "Invalid request", 428: "Precondition required",
-    429: "Too many requests", 500: "Internal server error",
+    429: "Too many requests", 500: "Internal server error", 503: "Service unavailable",
 }
 
 

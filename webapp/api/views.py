@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
-from webapp import assessments, catalog, registry
+from webapp import assessments, catalog, flags, registry
 from webapp.accounts import user_by_email
 from webapp.api import schemas as s
 from webapp.api.auth import authenticate_request, rate_limit_key, rate_limit_value
@@ -50,6 +50,16 @@ api = Api(bp, "Preflight API", "1.0.0",
           "Authenticate with `Authorization: Bearer pft_…`. Errors are RFC 9457 problem details; "
           "lists page with `cursor`; updates need `If-Match`.")
 bp.before_request(authenticate_request)
+
+
+@bp.before_request
+def writes_switched_on() -> None:
+    """The `api_writes` kill switch (webapp/flags.py): reads go on, changes answer 503."""
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not flags.enabled("api_writes"):
+        raise ApiProblem(503, flags.FLAGS["api_writes"].when_off, kind="switched-off",
+                         title="Switched off", headers={"Retry-After": "60"})
+
+
 bp.register_error_handler(ApiProblem, from_api_problem)
 # Every operation, per token (429 + Retry-After when exceeded).
 limiter.limit(rate_limit_value, key_func=rate_limit_key)(bp)
@@ -705,6 +715,9 @@ def trigger_probe_run(team: str, service: str):
     allow_edit(row.team)
     if row.lifecycle == "retired":
         raise ApiProblem(409, "A retired service is not probed.", kind="rule", title="Refused by a rule")
+    if not flags.enabled("probe_now"):
+        raise ApiProblem(503, flags.FLAGS["probe_now"].when_off, kind="switched-off", title="Switched off",
+                         headers={"Retry-After": "60"})
     run = runs.start_run(row, "api")
     commit()
     complete_run_task(run.id)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
+from webapp import flags, retry
 from webapp.extensions import db, huey
 from webapp.models import Evidence, ProbeRun, Service, utcnow
 from webapp.probes import locks, runs
@@ -276,6 +277,9 @@ def probe_due_services() -> int:
     """Every minute: probe all services whose interval has elapsed, together. Every consumer
     schedules it; the expiring sweep lock lets one run at a time."""
     with app_context(), locks.held(SWEEP_LOCK, sweep_lock_ttl()) as lease:
+        if not flags.enabled("scheduled_probes"):
+            log.info("probe sweep skipped: switched off (feature flag scheduled_probes)")
+            return 0
         if lease is None:
             log.info("probe sweep skipped: another worker holds the sweep lock")
             return 0
@@ -292,8 +296,12 @@ def close_abandoned_runs() -> int:
     """Every five minutes: close runs a dead worker left unfinished, so nothing (such as
     "Probe now") waits for them forever."""
     with app_context():
-        closed = runs.close_abandoned_runs(ABANDONED_AFTER)
-        db.session.commit()
+        def work() -> int:
+            closed = runs.close_abandoned_runs(ABANDONED_AFTER)
+            db.session.commit()
+            return closed
+
+        closed = retry.transaction("close abandoned runs", work)
         if closed:
             log.warning("closed %d probe runs abandoned by a dead worker", closed)
         return closed
@@ -303,6 +311,9 @@ def close_abandoned_runs() -> int:
 def check_evidence_links() -> int:
     """Hourly: check evidence links not checked in the last day; mark broken ones."""
     with app_context():
+        if not flags.enabled("scheduled_probes"):
+            log.info("evidence link check skipped: switched off (feature flag scheduled_probes)")
+            return 0
         stale = utcnow() - timedelta(days=1)
         evidence = db.session.scalars(select(Evidence).where(
             (Evidence.checked_at.is_(None)) | (Evidence.checked_at < stale)).limit(500)).all()
@@ -355,9 +366,12 @@ def sync_checklists() -> int:
     with app_context():
         from webapp import catalog
 
-        problems = catalog.sync()
-        db.session.commit()
-        return len(problems)
+        def work() -> int:
+            problems = catalog.sync()
+            db.session.commit()
+            return len(problems)
+
+        return retry.transaction("sync checklists", work)
 
 
 @huey.periodic_task(crontab(minute="7", hour="*"))
@@ -367,6 +381,9 @@ def rescore_lapsed_waivers() -> int:
     with app_context():
         from webapp import assessments
 
-        count = assessments.rescore_lapsed_waivers()
-        db.session.commit()
-        return count
+        def work() -> int:
+            count = assessments.rescore_lapsed_waivers()
+            db.session.commit()
+            return count
+
+        return retry.transaction("rescore lapsed waivers", work)

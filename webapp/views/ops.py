@@ -11,13 +11,14 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.pool import NullPool
 
 from webapp import catalog
@@ -28,6 +29,15 @@ bp = Blueprint("ops", __name__)
 REQUESTS = Counter("preflight_http_requests", "HTTP requests served", ["method", "endpoint", "status"])
 DURATION = Histogram("preflight_http_request_duration_seconds", "HTTP request duration",
                      ["method", "endpoint"])
+# Summed over the live gunicorn workers: how many database connections are in use right now.
+POOL_IN_USE = Gauge("preflight_db_pool_connections_in_use", "Database connections checked out of the pool",
+                    multiprocess_mode="livesum")
+
+
+def count_pool_use(engine) -> None:
+    """Keep POOL_IN_USE up to date from the pool's own events (no query, no lock)."""
+    event.listen(engine, "checkout", lambda *args: POOL_IN_USE.inc())
+    event.listen(engine, "checkin", lambda *args: POOL_IN_USE.dec())
 
 
 @bp.before_app_request
@@ -63,7 +73,7 @@ def _readiness_engine():
     return engine
 
 
-def _check_database() -> dict:
+def check_database() -> dict:
     started = time.perf_counter()
     try:
         engine = _readiness_engine()
@@ -115,7 +125,7 @@ def ready():
     """Readiness: the database answers and the server is not shutting down."""
     if _draining():
         return jsonify(status="fail", checks={"shutdown": {"status": "fail", "draining": True}}), 503
-    database = _check_database()
+    database = check_database()
     code = 200 if database["status"] == "pass" else 503
     return jsonify(status=database["status"], checks={"database": database}), code
 
@@ -123,7 +133,7 @@ def ready():
 @bp.get("/healthz/deep")
 def deep_health():
     """Deep health: database, job queue and checklists, each reported."""
-    checks = {"database": _check_database(), "queue": _check_queue(), "checklists": _check_checklists()}
+    checks = {"database": check_database(), "queue": _check_queue(), "checklists": _check_checklists()}
     worst = "fail" if any(c["status"] == "fail" for c in checks.values()) else (
         "warn" if any(c["status"] == "warn" for c in checks.values()) else "pass")
     return jsonify(status=worst, checks=checks), 503 if worst == "fail" else 200
@@ -134,7 +144,7 @@ class _DependencyCollector:
     and how many jobs wait (docs/deploy/prometheus-alerts.yml alerts on them)."""
 
     def collect(self):
-        database = _check_database()
+        database = check_database()
         queue = _check_queue()
         yield GaugeMetricFamily("preflight_database_up", "1 if the database answered the last scrape",
                                 value=1 if database["status"] == "pass" else 0)
@@ -143,6 +153,25 @@ class _DependencyCollector:
         if queue["status"] == "pass":
             yield GaugeMetricFamily("preflight_job_queue_pending", "Jobs waiting in the queue",
                                     value=queue["pending"])
+        running = _sweep_running_seconds()
+        if running is not None:
+            yield GaugeMetricFamily(
+                "preflight_probe_sweep_running_seconds",
+                "How long the current probe sweep has been running (0: none running); its peaks "
+                "are the sweep durations", value=running)
+
+
+def _sweep_running_seconds() -> float | None:
+    """From the sweep's lock row (one primary-key read): every instance reports alike."""
+    from webapp.models import JobLock, utcnow
+    from webapp.probes.tasks import SWEEP_LOCK
+
+    try:
+        acquired = db.session.scalar(select(JobLock.acquired_at).where(JobLock.name == SWEEP_LOCK))
+    except Exception:  # noqa: BLE001 - database down: preflight_database_up says so already
+        db.session.rollback()
+        return None
+    return max(0.0, (utcnow() - acquired).total_seconds()) if acquired else 0.0
 
 
 @bp.get("/metrics")

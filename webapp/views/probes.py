@@ -8,7 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from webapp import queue_health
+from webapp import flags, queue_health
 from webapp.charts import Series, time_chart, uptime_bar
 from webapp.extensions import db, limiter
 from webapp.forms import ConfirmForm
@@ -54,6 +54,9 @@ def run_now(service_id: int):
         return redirect(url_for("probes.show", service_id=service.id))
     if service.lifecycle == "retired":
         flash("A retired service is not probed.", "error")
+        return redirect(url_for("probes.show", service_id=service.id))
+    if not flags.enabled("probe_now"):
+        flash(flags.FLAGS["probe_now"].when_off, "warning")
         return redirect(url_for("probes.show", service_id=service.id))
     if queue_health.jobs_delayed():
         flash(QUEUE_DOWN, "warning")

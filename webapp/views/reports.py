@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template
 from flask_login import login_required
 
-from webapp import assessments, dashboard, reports
+from webapp import assessments, dashboard, flags, reports
 from webapp.extensions import db
 from webapp.forms import VerifyReportForm
 from webapp.models import Assessment, Report
@@ -42,6 +42,7 @@ def draft_export(assessment_id: int):
                                .order_by(Report.id.desc()).limit(1))
     if stored is not None:
         return _pdf_response(stored.pdf, f"preflight-{assessment.service.slug}-report-{stored.id}.pdf")
+    flags.require("pdf_export")  # rendering costs seconds of CPU in a web worker
     data = reports.draft_pdf(assessment)
     db.session.rollback()  # GET never writes: drop anything rendering loaded into the session
     return _pdf_response(data, f"preflight-{assessment.service.slug}-assessment-{assessment.id}-DRAFT.pdf")
