@@ -377,6 +377,77 @@ def test_review_queue_lists_what_waits_for_me_with_a_count_in_the_navigation(cli
     assert "nav-count" not in client.get("/reviews").get_data(as_text=True)
 
 
+def test_the_navigation_count_counted_in_sql_equals_the_queue_on_a_varied_portfolio(app):
+    """`queue_count` applies the four-eyes rules in SQL; `queue_for` in Python. Both must agree
+    for every kind of person: owners, backups, maintainers, role holders, the submitter, who
+    already decided, approvals of an older round, two checklist versions with other roles."""
+    from sqlalchemy import event
+
+    from tests.factories import MembershipFactory, ServiceFactory, TeamFactory
+
+    text = Path(catalog.checklist_dirs()[0], "production-readiness.yaml").read_text()
+    catalog.sync()
+    v1 = catalog.latest_version("production-readiness")
+    # A second version whose tiers need other roles (stored directly: only the queue reads it).
+    v2 = catalog._store(parse_checklist(text.replace("tier_2: [owner, sre]", "tier_2: [owner, security]")
+                                        .replace("tier_3: [owner, reviewer]", "tier_3: [owner, sre]"), "v2.yaml"))
+    assert v2.id != v1.id
+    owner, backup, maintainer = UserFactory(), UserFactory(), UserFactory()
+    sre, security, reviewer = (UserFactory(reviewer_roles=["sre"]), UserFactory(reviewer_roles=["security"]),
+                               UserFactory(is_reviewer=True))
+    both, submitter, outsider = (UserFactory(reviewer_roles=["security", "sre"]),
+                                 UserFactory(reviewer_roles=["sre"]), UserFactory())
+    team_a, team_b = TeamFactory(), TeamFactory()
+    MembershipFactory(team=team_b, user=maintainer, role="maintainer")
+    MembershipFactory(team=team_a, user=submitter, role="member")
+    made = []
+    # (team, tier, version, owner, backup, submitted by, round, [(signer, role, decision, round)], state)
+    plan = [
+        (team_a, 1, v1, owner, None, submitter, 1, [], "in_review"),
+        (team_a, 2, v1, owner, backup, owner, 1, [(sre, "sre", "approve", 1)], "in_review"),
+        (team_b, 3, v1, None, backup, submitter, 2, [(reviewer, "reviewer", "approve", 1),
+                                                     (security, "reviewer", "reject", 1)], "in_review"),
+        (team_b, 2, v2, None, None, None, 1, [(maintainer, "owner", "approve", 1)], "in_review"),
+        (team_b, 3, v2, owner, None, sre, 1, [(security, "sre", "reject", 1)], "in_review"),
+        (team_a, 1, v2, None, None, both, 3, [(both, "sre", "approve", 2), (owner, "owner", "approve", 3)],
+         "in_review"),
+        (team_a, 1, v1, owner, backup, submitter, 1, [(sre, "sre", "approve_with_conditions", 1),
+                                                      (security, "security", "approve", 1)], "in_review"),
+        (team_a, 2, v1, owner, None, submitter, 1, [], "draft"),
+        (team_b, 1, v1, None, backup, submitter, 1, [], "signed_off"),
+    ]
+    for team, tier, version, own, back, by, round_, decided, state in plan:
+        service = ServiceFactory(team=team, tier=tier, owner=own, backup_owner=back)
+        db.session.flush()
+        assessment = assessments.start_assessment(service, version, owner)
+        assessment.state, assessment.review_round = state, round_
+        assessment.submitted_by_id = by.id if by else None
+        for signer, role, decision, signed_round in decided:
+            db.session.add(SignOff(assessment=assessment, signer_id=signer.id, role=role,
+                                   decision=decision, review_round=signed_round))
+        made.append(assessment)
+    db.session.commit()
+
+    statements = []
+
+    def count(*_):
+        statements.append(1)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        counts = {}
+        for person in (owner, backup, maintainer, sre, security, reviewer, both, submitter, outsider):
+            expected = len(reviews.queue_for(person))
+            statements.clear()
+            counts[person.id] = reviews.queue_count(person)
+            assert counts[person.id] == expected, (person.reviewer_roles, person.is_reviewer)
+            assert len(statements) == 2
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    # The fixture really varies: the counts are not all one value, and some are zero.
+    assert len(set(counts.values())) >= 4 and 0 in counts.values(), counts
+
+
 def test_admins_grant_reviewer_roles(client, auth, cast):
     admin = UserFactory(is_admin=True)
     db.session.commit()

@@ -251,6 +251,9 @@ class Assessment(db.Model):
         CheckConstraint(_in("state", ASSESSMENT_STATES), name="state"),
         # Lists find each service's open and signed-off assessment from this index alone.
         Index("ix_assessment_service_id_state", "service_id", "state", "created_at", "decided_at"),
+        # The review queue and the navigation badge on every page: the few in review out
+        # of a history of thousands, oldest submitted first.
+        Index("ix_assessment_state_submitted_at", "state", "submitted_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)

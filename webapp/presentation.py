@@ -93,7 +93,11 @@ def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> 
     return value.strftime(fmt) if value else "—"
 
 
-def _chip(table: dict, key: str, extra: str = "") -> Markup:
+# Cached: a few dozen distinct chips, drawn several times per row of every list (Markup's
+# escaping formatter is slow), and each is the same string for the life of the process.
+@functools.lru_cache(maxsize=256)
+def _chip(table_name: str, key: str, extra: str = "") -> Markup:
+    table = _CHIP_TABLES[table_name]
     label, css, icon = table.get(key, (key or "—", "chip-neutral", "•"))
     return Markup('<span class="chip {} {}"><span aria-hidden="true">{}</span> {}</span>').format(
         css, extra, icon, label)
@@ -101,12 +105,14 @@ def _chip(table: dict, key: str, extra: str = "") -> Markup:
 
 def verdict_chip(verdict: str) -> Markup:
     """Colour and word and icon, so it reads for colour-blind people and on paper."""
-    return _chip(VERDICTS, verdict)
+    return _chip("verdicts", verdict)
 
 
 def outcome_chip(outcome: str) -> Markup:
-    return _chip(OUTCOMES, outcome)
+    return _chip("outcomes", outcome)
 
+
+_CHIP_TABLES = {"verdicts": VERDICTS, "outcomes": OUTCOMES}
 
 FILTERS = {
     "markdown": render_markdown,

@@ -3,15 +3,16 @@ the frozen snapshot a signed-off assessment leaves behind. Flush, never commit."
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import Integer, and_, bindparam, false, func, or_, select
+from sqlalchemy.orm import defer, joinedload
 
-from webapp import assessments, audit
+from webapp import assessments, audit, catalog
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
@@ -242,8 +243,50 @@ def queue_for(user: User) -> list[Assessment]:
 
 
 def queue_count(user: User) -> int:
-    """The navigation badge: two queries, whatever the number of services or reviews."""
-    return len(queue_for(user))
+    """The navigation badge, on every page: `len(queue_for(user))` counted by the database
+    (two queries whatever the number in review), so no page loads the assessments in review
+    to apply the four-eyes rules of `why_not` in Python."""
+    # The roles each (checklist version, tier) in review needs; the parsed checklist is
+    # cached by content hash, so its JSON is read only once per version and process.
+    pairs = db.session.execute(
+        select(ChecklistVersion, Service.tier).options(defer(ChecklistVersion.content))
+        .join(Assessment, Assessment.checklist_version_id == ChecklistVersion.id)
+        .join(Service, Service.id == Assessment.service_id)
+        .where(Assessment.state == "in_review").distinct()).all()
+    needs = tuple(sorted((version.id, tier, catalog.checklist_of(version).signoff.roles_for(tier))
+                         for version, tier in pairs))
+    held = frozenset(role for _, _, roles in needs for role in roles
+                     if role != "owner" and holds_role(user, role, None))
+    return db.session.scalar(_badge_count(needs, held), {"user_id": user.id}) or 0 if needs else 0
+
+
+@functools.lru_cache(maxsize=64)
+def _badge_count(needs: tuple[tuple[int, int, tuple[str, ...]], ...], held: frozenset[str]):
+    """The count for `queue_count`, built once per process for each set of (version, tier,
+    roles) in review and of reviewer roles the person holds; the person is a parameter."""
+    user_id = bindparam("user_id", type_=Integer)
+    needing: dict[str, list] = {}
+    for version_id, tier, roles in needs:
+        for role in roles:
+            needing.setdefault(role, []).append(
+                and_(Assessment.checklist_version_id == version_id, Service.tier == tier))
+    owns = or_(Service.owner_id == user_id, Service.backup_owner_id == user_id)
+    in_round = (SignOff.assessment_id == Assessment.id) & (SignOff.review_round == Assessment.review_round)
+    open_roles = []
+    for role, where in needing.items():
+        if role == "owner":
+            holds = or_(owns, Service.team_id.in_(select(Membership.team_id).where(
+                Membership.user_id == user_id, Membership.role == "maintainer")))
+        elif role in held:  # four eyes: not the person who submitted
+            holds = or_(Assessment.submitted_by_id.is_(None), Assessment.submitted_by_id != user_id)
+        else:
+            continue
+        approved = select(SignOff.id).where(in_round, SignOff.role == role, SignOff.decision != "reject")
+        open_roles.append(and_(or_(*where), holds, ~approved.exists()))
+    decided = select(SignOff.id).where(in_round, SignOff.signer_id == user_id)
+    may_decide = and_(~decided.exists(), or_(*open_roles)) if open_roles else false()
+    return (select(func.count(Assessment.id)).join(Service, Service.id == Assessment.service_id)
+            .where(Assessment.state == "in_review", or_(owns, may_decide)))
 
 
 # The snapshot --------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from markupsafe import Markup
@@ -18,6 +20,7 @@ SHORT_VERDICTS = {
 }
 
 
+@functools.lru_cache(maxsize=64)  # the same few strings on every row of every list
 def short_verdict_chip(verdict: str) -> Markup:
     """A verdict chip short enough for a dense table: still colour, word and icon."""
     label, css, icon, title = SHORT_VERDICTS.get(verdict, (verdict, "chip-neutral", "•", verdict))
