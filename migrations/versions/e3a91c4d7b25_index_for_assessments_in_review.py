@@ -1,7 +1,7 @@
 """index for the assessments in review (the review queue and the badge on every page)
 
 Revision ID: e3a91c4d7b25
-Revises: 5b1f0c7d2e91
+Revises: e3a91c4f7b20
 Create Date: 2026-12-01 08:50:00
 
 """
@@ -9,7 +9,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'e3a91c4d7b25'
-down_revision = '5b1f0c7d2e91'
+down_revision = 'e3a91c4f7b20'
 branch_labels = None
 depends_on = None
 
