@@ -337,6 +337,7 @@ def statements_per_page(client) -> dict[str, int]:
     client.post("/login", data={"email": admin.email, "password": demo.PASSWORD})
     counts = {}
     for name, path in (("dashboard", "/"), ("dashboard sorted, filtered", "/?sort=score&dir=asc&lifecycle=all&q=e"),
+                       ("dashboard needing attention", "/?attention=1&sort=probes&team=" + str(team_id)),
                        ("team", f"/teams/{team_id}"), ("service", f"/services/{service_id}")):
         client.get(path)  # first use of a checklist parses it; not what we count
         with counted_statements() as count:
@@ -361,6 +362,7 @@ def test_pages_cost_the_same_queries_at_10_and_200_services_and_long_histories(c
 
     assert small == many_services == long_history
     assert small["dashboard"] <= 10 and small["dashboard sorted, filtered"] <= 10
+    assert small["dashboard needing attention"] <= 10
     assert small["team"] <= 15 and small["service"] <= 15
 
 
