@@ -40,10 +40,9 @@ def _num(value: float) -> str:
 
 
 def _uptime(value: float) -> str:
-    """An uptime percentage that never rounds up to 100: 2,699 of 2,700 is "99.96", not "100"."""
-    if value >= 100:
-        return "100"
-    return f"{math.floor(value * 100) / 100:.2f}".rstrip("0").rstrip(".") if value >= 99 else _num(value)
+    """An uptime percentage to two decimals, cut rather than rounded, so it never claims more
+    than happened: 2,699 of 2,700 is "99.96", not "100"; 95 of 96 is "98.95", not "99"."""
+    return f"{math.floor(value * 100) / 100:.2f}".rstrip("0").rstrip(".")
 
 
 def _when(value: datetime | date) -> float:
@@ -166,7 +165,7 @@ def uptime_bar(days: Sequence[Day], *, title: str, width: int = 720, height: int
     bar_h = height - label_h - 4
     for index, day in enumerate(days):
         tip = (f"{day.day:%d %b %Y}: no checks" if day.uptime is None else
-               f"{day.day:%d %b %Y}: {_uptime(day.uptime)}% of {day.runs} passed, worst {day.worst}")
+               f"{day.day:%d %b %Y}: {_uptime(day.uptime)}% of {day.runs:,} passed, worst {day.worst}")
         parts.append(f'<rect x="{index * (block + gap):.1f}" y="0" width="{block:.1f}" height="{bar_h}" rx="2" '
                      f'fill="{OUTCOME_COLOURS.get(day.worst, GRID)}"><title>{escape(tip)}</title></rect>')
     parts.append(f'<text x="0" y="{height - 2}" fill="{MUTED}">{days[0].day:%d %b}</text>')
