@@ -302,6 +302,7 @@ def test_dashboard_filter_needs_attention_follows_the_rules_and_keeps_its_state(
         return sorted((name for name in names if f">{name}</a>" in page), key=lambda name: page.index(f">{name}</a>"))
 
     assert shown("/") == ["Ageing api", "Calm api", "Failing api", "Unowned api"]
+    assert "To do</th>" not in client.get("/").get_data(as_text=True)  # counted only when filtering by it
     assert shown("/?attention=1") == ["Failing api", "Unowned api"]
     assert shown("/?attention=1&lifecycle=all") == ["Failing api", "Unowned api"]  # retired: never on the list
     clock(NOW + timedelta(days=2))

@@ -532,7 +532,9 @@ def dashboard(query: Query, user_id: int | None, per_page: int = PAGE_SIZE) -> P
     pages = max(1, math.ceil(tiles.total / per_page))
     if query.page > pages:
         query = replace(query, page=pages)
-    rows = with_attention_items(select_rows(query, user_id, limit=per_page, offset=(query.page - 1) * per_page))
+    rows = select_rows(query, user_id, limit=per_page, offset=(query.page - 1) * per_page)
+    if query.attention:  # counted only when asked for: every rule costs a pass over the page
+        rows = with_attention_items(rows)
     teams, owners = filter_choices()
     return Page(query, rows, tiles, per_page, teams, owners)
 
