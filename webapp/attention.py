@@ -118,10 +118,16 @@ def flagged(scope: Select, now: datetime | None = None) -> Select:
     return select(items.c.service_id, func.count().label("items")).group_by(items.c.service_id)
 
 
-def needing_attention(now: datetime | None = None) -> Select:
-    """The ids of the live services with anything at all to do: for filtering other lists."""
-    items = union_all(*_item_rows(scope_for(), now or utcnow())).subquery()
-    return select(items.c.service_id)
+def live_item_counts() -> dict[int, int]:
+    """`item_counts` over every live service, kept for the transaction: the dashboard's
+    filter, its tiles and its To do column all read it, so the rules run once a page."""
+    session = db.session()
+    cached = session.info.get("attention_counts")
+    if cached is not None and cached[0] is session.get_transaction():
+        return cached[1]
+    found = item_counts(None)
+    session.info["attention_counts"] = (session.get_transaction(), found)
+    return found
 
 
 def item_counts(service_ids: list[int] | None, now: datetime | None = None) -> dict[int, int]:

@@ -407,8 +407,8 @@ def _filter(stmt: Select, query: Query, columns: dict, mine) -> Select:
                               Service.slug.icontains(query.q, autoescape=True),
                               Team.name.icontains(query.q, autoescape=True),
                               owner_u.name.icontains(query.q, autoescape=True)))
-    if query.attention:
-        stmt = stmt.where(Service.id.in_(attention.needing_attention()))
+    if query.attention:  # ids from one run of the rules, shared by the tiles and the rows
+        stmt = stmt.where(Service.id.in_(list(attention.live_item_counts())))
     return stmt
 
 
@@ -539,13 +539,12 @@ def dashboard(query: Query, user_id: int | None, per_page: int = PAGE_SIZE) -> P
     return Page(query, rows, tiles, per_page, teams, owners)
 
 
-def with_attention_items(rows: list[DashboardRow], *, every_service: bool = False) -> list[DashboardRow]:
-    """The rows with how many needs-attention items each has, in one query (two the first
-    time in a transaction). `every_service` counts over all services at once, for exports,
-    instead of listing each row's id in the statement."""
+def with_attention_items(rows: list[DashboardRow]) -> list[DashboardRow]:
+    """The rows with how many needs-attention items each has: one run of the rules over every
+    live service per transaction, shared with the filter (`attention.live_item_counts`)."""
     if not rows:
         return rows
-    found = attention.item_counts(None if every_service else [row.service_id for row in rows])
+    found = attention.live_item_counts()
     return [replace(row, attention_items=found.get(row.service_id, 0)) for row in rows]
 
 
