@@ -533,7 +533,7 @@ def dashboard(query: Query, user_id: int | None, per_page: int = PAGE_SIZE) -> P
     if query.page > pages:
         query = replace(query, page=pages)
     rows = select_rows(query, user_id, limit=per_page, offset=(query.page - 1) * per_page)
-    if query.attention:  # counted only when asked for: every rule costs a pass over the page
+    if query.attention:  # counted only when asked for; the filter has run the rules already
         rows = with_attention_items(rows)
     teams, owners = filter_choices()
     return Page(query, rows, tiles, per_page, teams, owners)
