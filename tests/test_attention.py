@@ -3,6 +3,9 @@ constant query counts."""
 
 from __future__ import annotations
 
+import csv
+import io
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -61,7 +64,8 @@ def test_a_service_in_order_needs_nothing(synced):
     assert kinds_for(service) == []
 
 
-def test_each_rule_flags_what_is_true(synced):
+def one_of_each_rule() -> dict:
+    """A service for each rule, flagged by it alone, by name."""
     failing, _ = healthy_service()
     db.session.add(ServiceCheck(service_id=failing.id, kind="health", outcome="fail",
                                 checked_at=NOW, changed_at=NOW - timedelta(hours=3)))
@@ -104,6 +108,14 @@ def test_each_rule_flags_what_is_true(synced):
     db.session.add(RunbookRevision(service_id=unreviewed.id, body="# v2", author_id=unreviewed.owner_id,
                                    created_at=NOW - timedelta(days=1)))
     db.session.commit()
+    return {"failing": failing, "waived": waived, "broken": broken, "unowned": unowned, "stale": stale,
+            "never": never, "old_evidence": old_evidence, "unreviewed": unreviewed}
+
+
+def test_each_rule_flags_what_is_true(synced):
+    services = one_of_each_rule()
+    failing, waived, broken, unowned = (services[k] for k in ("failing", "waived", "broken", "unowned"))
+    stale, never, old_evidence, unreviewed = (services[k] for k in ("stale", "never", "old_evidence", "unreviewed"))
 
     assert kinds_for(failing) == ["probe_failing"]
     assert kinds_for(waived) == ["waiver_expired", "waiver_expiring"]
@@ -121,6 +133,22 @@ def test_each_rule_flags_what_is_true(synced):
     assert found[never.id].problem == "Never assessed."
 
 
+def listed_per_service() -> Counter:
+    """How many rows the needs-attention list has per service."""
+    return Counter(a.service_id for a in attention.collect(attention.scope_for(), now=NOW))
+
+
+def test_the_dashboard_statement_counts_what_the_list_shows(synced):
+    services = one_of_each_rule()
+    calm, _ = healthy_service()
+    db.session.commit()
+    listed = listed_per_service()
+    assert set(listed) == {s.id for s in services.values()} and calm.id not in listed
+    assert listed[services["waived"].id] == 2  # one expired, one expiring
+    assert attention.item_counts(None, now=NOW) == dict(listed)
+    assert attention.item_counts([services["waived"].id, calm.id], now=NOW) == {services["waived"].id: 2}
+
+
 def test_item_reattest_days_shortens_the_period(synced, tmp_path, app):
     service, assessment = healthy_service()
     row = answer(assessment)
@@ -128,11 +156,13 @@ def test_item_reattest_days_shortens_the_period(synced, tmp_path, app):
                             added_at=NOW - timedelta(days=40)))
     db.session.commit()
     assert kinds_for(service) == []
+    assert attention.item_counts([service.id], now=NOW) == {}
     checklist = catalog.checklist_of(assessment.checklist_version)
     item = checklist.item(ITEM)
     object.__setattr__(item, "reattest_days", 30)  # as if the file said reattest_days: 30
     try:
         assert kinds_for(service) == ["evidence_stale"]
+        assert attention.item_counts([service.id], now=NOW) == {service.id: 1}
     finally:
         object.__setattr__(item, "reattest_days", None)
 
@@ -236,3 +266,78 @@ def test_overdue_sign_off_conditions_need_attention(synced):
     assert kinds_for(service) == ["condition_overdue"]
     found = [a for a in attention.collect(attention.scope_for(), now=NOW) if a.kind == "condition_overdue"]
     assert len(found) == 1 and "Add a second region" in found[0].problem
+
+
+# The dashboard's "Needs attention" filter, with the rules' clock stopped ---------------------
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The attention rules' clock, stopped at NOW; `clock(moment)` moves it."""
+    def set_to(moment):
+        monkeypatch.setattr(attention, "utcnow", lambda: moment)
+    set_to(NOW)
+    return set_to
+
+
+def test_dashboard_filter_needs_attention_follows_the_rules_and_keeps_its_state(client, auth, synced, clock):
+    member = MembershipFactory(role="member")
+    team = member.team
+    calm, _ = healthy_service(team=team, name="Calm api")
+    failing, _ = healthy_service(team=team, name="Failing api")
+    db.session.add(ServiceCheck(service_id=failing.id, kind="health", outcome="fail", checked_at=NOW, changed_at=NOW))
+    unowned, _ = healthy_service(team=team, name="Unowned api")
+    unowned.oncall_url = None
+    db.session.add(ServiceCheck(service_id=unowned.id, kind="health", outcome="error", checked_at=NOW, changed_at=NOW))
+    _, ageing_assessment = healthy_service(team=team, name="Ageing api")
+    ageing_assessment.created_at = NOW - timedelta(days=89)  # out of date two days from now
+    retired, _ = healthy_service(team=team, name="Retired api", lifecycle="retired")
+    retired.oncall_url = None
+    db.session.commit()
+    auth.login(member.user)
+
+    def shown(url: str) -> list[str]:
+        page = client.get(url).get_data(as_text=True)
+        names = ("Calm api", "Failing api", "Unowned api", "Ageing api", "Retired api")
+        return sorted((name for name in names if f">{name}</a>" in page), key=lambda name: page.index(f">{name}</a>"))
+
+    assert shown("/") == ["Ageing api", "Calm api", "Failing api", "Unowned api"]
+    assert "To do</th>" not in client.get("/").get_data(as_text=True)  # counted only when filtering by it
+    assert shown("/?attention=1") == ["Failing api", "Unowned api"]
+    assert shown("/?attention=1&lifecycle=all") == ["Failing api", "Unowned api"]  # retired: never on the list
+    clock(NOW + timedelta(days=2))
+    assert shown("/?attention=1") == ["Ageing api", "Failing api", "Unowned api"]
+    clock(NOW)
+
+    page = client.get("/?attention=1&sort=score&dir=asc").get_data(as_text=True)
+    assert 'name="attention" value="1" checked' in page
+    assert f'href="/attention?service={unowned.id}"' in page and "⚑</span> 2</a>" in page  # probe and on-call
+    assert f'href="/attention?service={calm.id}"' not in page
+    assert 'href="/?attention=1&amp;sort=team"' in page  # a heading keeps the filter
+    assert 'href="/dashboard.csv?attention=1&amp;sort=score&amp;dir=asc"' in page
+    assert 'href="/dashboard.json?attention=1&amp;sort=score&amp;dir=asc"' in page
+    summary = page.split('aria-label="Summary"')[1].split("</section>")[0]
+    assert '<span class="dash-tile-count">2</span>' in summary  # tiles count the filtered services
+
+    rows = list(csv.DictReader(io.StringIO(client.get("/dashboard.csv?attention=1").get_data(as_text=True))))
+    assert [(r["service"], r["attention_items"]) for r in rows] == [("Failing api", "1"), ("Unowned api", "2")]
+    data = client.get("/dashboard.json").get_json()
+    assert {s["service"]["name"]: s["attention_items"] for s in data["services"]} == {
+        "Ageing api": 0, "Calm api": 0, "Failing api": 1, "Unowned api": 2}
+
+    listed = client.get(f"/attention?service={unowned.id}").get_data(as_text=True)
+    assert "Needs attention: Unowned api" in listed and "No on-call rotation." in listed
+    assert "Failing api" not in listed and f'name="service" value="{unowned.id}"' in listed
+
+
+def test_needs_attention_pages_keep_the_filter(client, auth, synced, clock):
+    me = UserFactory()
+    for number in range(55):
+        ServiceFactory(name=f"svc {number:02d}")  # no owner, never assessed
+    healthy_service(name="svc calm")
+    db.session.commit()
+    auth.login(me)
+    page = client.get("/?attention=1&page=2").get_data(as_text=True)
+    assert "51–55 of 55 services" in page and ">svc calm</a>" not in page
+    assert 'href="/?attention=1"' in page  # back to page 1, still filtered
+    first = client.get("/?attention=1").get_data(as_text=True)
+    assert 'href="/?attention=1&amp;page=2"' in first

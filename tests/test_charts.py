@@ -63,9 +63,15 @@ def test_uptime_bar_one_block_per_day_with_worst_outcome_and_summary():
     root = parse(svg)
     rects = list(root.iter("{http://www.w3.org/2000/svg}rect"))
     assert len(rects) == 3
-    assert "02 Jan 2026: 93.8% of 96 passed, worst fail" in svg
+    assert "02 Jan 2026: 93.75% of 96 passed, worst fail" in svg
     assert "03 Jan 2026: no checks" in svg
-    assert "96.9% of 192 checks passed" in svg
+    assert "96.87% of 192 checks passed" in svg  # 96.875: cut, not rounded up
+
+
+def test_uptime_is_never_rounded_up_to_a_perfect_score():
+    svg = uptime_bar([Day(date(2026, 1, 1), 2700, 2699, "warn")], title="Health")
+    assert "99.96% of 2,700 checks passed" in svg and "100% of" not in svg
+    assert "100% of 5 checks passed" in uptime_bar([Day(date(2026, 1, 1), 5, 5, "pass")], title="Health")
 
 
 def test_category_bars_write_each_score_and_na():

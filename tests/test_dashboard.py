@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, func, select, update
@@ -18,6 +18,7 @@ from webapp import assessments, catalog, dashboard, demo
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
+    ProbeDailyRollup,
     ProbeResult,
     ProbeRun,
     ScoreSnapshot,
@@ -28,7 +29,7 @@ from webapp.models import (
     Waiver,
     utcnow,
 )
-from webapp.probes import runs
+from webapp.probes import history, runs
 
 ITEM = "structured_logging"
 CRITICAL = "secrets_in_environment"
@@ -319,6 +320,54 @@ def test_service_page_says_when_an_assessment_was_never_scored(client, person):
     assert "flask assessments rescore" in client.get(f"/services/{service.id}").get_data(as_text=True)
 
 
+def _health(service, at, outcome, kind="health"):
+    run = ProbeRun(service_id=service.id, trigger="schedule", started_at=at)
+    db.session.add(run)
+    db.session.flush()
+    db.session.add(ProbeResult(run_id=run.id, service_id=service.id, kind=kind, url="https://x.test/health",
+                               started_at=at, finished_at=at, outcome=outcome, explanation=outcome))
+
+
+def _rollup(service, day, runs, passes, **bad):
+    db.session.add(ProbeDailyRollup(service_id=service.id, kind="health", day=day, runs=runs, passes=passes,
+                                    **{"warns": 0, "fails": 0, "errors": 0, **bad}))
+
+
+def test_daily_health_counts_raw_results_and_roll_ups_per_utc_day(person):
+    service = ServiceFactory(team=person.memberships[0].team)
+    for at, outcome in (((6, 10, 1), "pass"), ((6, 10, 11), "warn"), ((6, 9, 23), "fail"), ((5, 1, 12), "error")):
+        _health(service, datetime(2026, *at, tzinfo=UTC), outcome)
+    _health(service, datetime(2026, 6, 10, 2, tzinfo=UTC), "error", kind="readiness")  # another kind
+    _rollup(service, date(2026, 6, 9), 10, 10)  # the same day as a raw result: both count
+    _rollup(service, date(2026, 6, 1), 96, 90, errors=6)
+    db.session.commit()
+    days = history.daily(service.id, "health", days=10, now=datetime(2026, 6, 10, 12, tzinfo=UTC))
+    assert [d.day for d in (days[0], days[-1])] == [date(2026, 6, 1), date(2026, 6, 10)] and len(days) == 10
+    assert (days[-1].runs, days[-1].passes, days[-1].worst) == (2, 1, "warn")
+    assert (days[-2].runs, days[-2].passes, days[-2].worst) == (11, 10, "fail")
+    assert (days[0].runs, days[0].passes, days[0].worst) == (96, 90, "error")
+    assert (days[1].runs, days[1].worst) == (0, None)
+
+
+def test_service_page_shows_probe_uptime_day_by_day(client, person):
+    team = person.memberships[0].team
+    service = ServiceFactory(team=team, health_url="https://ledger.example.test/health")
+    today = utcnow().date()
+    _rollup(service, today - timedelta(days=3), 96, 95, fails=1)
+    _rollup(service, today - timedelta(days=45), 96, 0, errors=96)  # before the 30 days shown
+    unprobed = ServiceFactory(team=team)
+    db.session.commit()
+    page = client.get(f"/services/{service.id}").get_data(as_text=True)
+    bar = page.split('class="chart uptime-bar"')[1].split("</svg>")[0]
+    assert bar.count("<rect") == 30
+    assert "98.95% of 96 checks passed" in bar  # 95 of 96, never rounded up
+    assert f"{today - timedelta(days=3):%d %b %Y}: 98.95% of 96 passed, worst fail" in bar
+    assert f"{today:%d %b %Y}: no checks" in bar
+    assert f'href="/services/{service.id}/probes"' in page
+    other = client.get(f"/services/{unprobed.id}").get_data(as_text=True)
+    assert "No health URL, so nothing is probed." in other and "uptime-bar" not in other
+
+
 def test_team_page_shows_its_services_with_verdicts_and_members(client, person, portfolio):
     page = client.get(f"/teams/{portfolio['other'].id}").get_data(as_text=True)
     assert ">Gamma index</strong>" in page and ">Old batch</strong>" in page  # retired too, marked
@@ -337,6 +386,7 @@ def statements_per_page(client) -> dict[str, int]:
     client.post("/login", data={"email": admin.email, "password": demo.PASSWORD})
     counts = {}
     for name, path in (("dashboard", "/"), ("dashboard sorted, filtered", "/?sort=score&dir=asc&lifecycle=all&q=e"),
+                       ("dashboard needing attention", "/?attention=1&sort=probes&team=" + str(team_id)),
                        ("team", f"/teams/{team_id}"), ("service", f"/services/{service_id}")):
         client.get(path)  # first use of a checklist parses it; not what we count
         with counted_statements() as count:
@@ -361,6 +411,7 @@ def test_pages_cost_the_same_queries_at_10_and_200_services_and_long_histories(c
 
     assert small == many_services == long_history
     assert small["dashboard"] <= 10 and small["dashboard sorted, filtered"] <= 10
+    assert small["dashboard needing attention"] <= 10
     assert small["team"] <= 15 and small["service"] <= 15
 
 

@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, case, func, literal, or_, select, union_all
 
 from webapp import catalog
 from webapp.extensions import db
 from webapp.models import (
     Answer,
     Assessment,
-    ChecklistVersion,
     Condition,
     Evidence,
     Membership,
@@ -68,12 +67,14 @@ def _settings() -> tuple[int, int]:
     return config.get("ATTENTION_ASSESSMENT_DAYS", 90), config.get("EVIDENCE_REATTEST_DAYS", 180)
 
 
-def scope_for(user=None, team_id: int | None = None) -> Select:
-    """The ids of live services to look at: all, one team's, or those a person owns, backs up or
-    whose team they belong to ("mine")."""
+def scope_for(user=None, team_id: int | None = None, service_ids: list[int] | None = None) -> Select:
+    """The ids of live services to look at: all, one team's, some services, or those a person
+    owns, backs up or whose team they belong to ("mine")."""
     query = select(Service.id).where(Service.lifecycle != "retired")
     if team_id is not None:
         query = query.where(Service.team_id == team_id)
+    if service_ids is not None:
+        query = query.where(Service.id.in_(service_ids))
     if user is not None:
         teams = select(Membership.team_id).where(Membership.user_id == user.id)
         query = query.where(or_(Service.owner_id == user.id, Service.backup_owner_id == user.id,
@@ -110,6 +111,48 @@ def collect(scope: Select, now: datetime | None = None) -> list[Attention]:
     return sorted(found, key=lambda a: (order[a.kind], a.team_name.lower(), a.service_name.lower()))
 
 
+def flagged(scope: Select, now: datetime | None = None) -> Select:
+    """(service_id, items): how many things need attention in each service of `scope` that has
+    any, as one statement: every rule's own statement reduced to one service id per item."""
+    items = union_all(*_item_rows(scope, now or utcnow())).subquery()
+    return select(items.c.service_id, func.count().label("items")).group_by(items.c.service_id)
+
+
+def live_item_counts() -> dict[int, int]:
+    """`item_counts` over every live service, kept for the transaction: the dashboard's
+    filter, its tiles and its To do column all read it, so the rules run once a page."""
+    session = db.session()
+    cached = session.info.get("attention_counts")
+    if cached is not None and cached[0] is session.get_transaction():
+        return cached[1]
+    found = item_counts(None)
+    session.info["attention_counts"] = (session.get_transaction(), found)
+    return found
+
+
+def item_counts(service_ids: list[int] | None, now: datetime | None = None) -> dict[int, int]:
+    """How many things need attention per service, for these services or (None) all; absent: none."""
+    if service_ids is not None and not service_ids:
+        return {}
+    return dict(db.session.execute(flagged(scope_for(service_ids=service_ids), now)).all())
+
+
+def _item_rows(scope: Select, now: datetime) -> list[Select]:
+    """Each rule's statement selecting only `service_id`, one row per item `collect` reports."""
+    def ids(stmt: Select, *one_per: int) -> Select:
+        reduced = stmt.with_only_columns(stmt.selected_columns[0].label("service_id"))
+        return reduced.group_by(*(stmt.selected_columns[i] for i in one_per)) if one_per else reduced
+
+    return [ids(_condition_rows(scope, now)),  # one per condition
+            ids(_probe_rows(scope, now), 0),  # one per service, however many checks fail
+            ids(_waiver_rows(scope, now)),  # one per waiver
+            ids(_broken_evidence_rows(scope, now)),  # grouped already, per assessment
+            ids(_ownership_rows(scope, now)),
+            ids(_stale_assessment_rows(scope, now)),
+            ids(_stale_evidence_rows(scope, now), 0, 1),  # one per assessment
+            ids(_runbook_rows(scope, now))]
+
+
 def counts(items: list[Attention]) -> dict[str, int]:
     tally = dict.fromkeys(KINDS, 0)
     for item in items:
@@ -129,11 +172,17 @@ def _make(kind: str, service_id: int, names: dict, problem: str, action: str, en
 
 # Rules ------------------------------------------------------------------------------------
 
+# Each rule is a statement with one row per thing it reports (`_*_rows`), and the code that
+# turns those rows into sentences. `flagged` runs the same statements reduced to service ids,
+# so the dashboard's "needs attention" filter and counts agree with this page by construction.
+
+def _condition_rows(scope, now) -> Select:
+    return (select(Condition.service_id, Condition.assessment_id, Condition.text, Condition.due_on)
+            .where(Condition.service_id.in_(scope), Condition.done_at.is_(None), Condition.due_on < now.date()))
+
+
 def _overdue_conditions(scope, names, now) -> list[Attention]:
-    rows = db.session.execute(
-        select(Condition.service_id, Condition.assessment_id, Condition.text, Condition.due_on)
-        .where(Condition.service_id.in_(scope), Condition.done_at.is_(None), Condition.due_on < now.date())
-        .order_by(Condition.due_on))
+    rows = db.session.execute(_condition_rows(scope, now).order_by(Condition.due_on))
     return [_make("condition_overdue", service_id, names,
                   f"A sign-off condition was due {due_on:%Y-%m-%d}: “{text[:120]}”.",
                   "Do it and mark it done on the service page.", "services.show", due_on,
@@ -141,11 +190,13 @@ def _overdue_conditions(scope, names, now) -> list[Attention]:
             for service_id, _assessment_id, text, due_on in rows]
 
 
+def _probe_rows(scope, now) -> Select:
+    return (select(ServiceCheck.service_id, ServiceCheck.kind, ServiceCheck.outcome, ServiceCheck.changed_at)
+            .where(ServiceCheck.service_id.in_(scope), ServiceCheck.outcome.in_(("fail", "error"))))
+
+
 def _failing_probes(scope, names, now) -> list[Attention]:
-    rows = db.session.execute(
-        select(ServiceCheck.service_id, ServiceCheck.kind, ServiceCheck.outcome, ServiceCheck.changed_at)
-        .where(ServiceCheck.service_id.in_(scope), ServiceCheck.outcome.in_(("fail", "error")))
-        .order_by(ServiceCheck.service_id, ServiceCheck.kind))
+    rows = db.session.execute(_probe_rows(scope, now).order_by(ServiceCheck.service_id, ServiceCheck.kind))
     by_service: dict[int, list] = defaultdict(list)
     for service_id, kind, outcome, changed_at in rows:
         by_service[service_id].append((kind, outcome, changed_at))
@@ -161,18 +212,21 @@ def _failing_probes(scope, names, now) -> list[Attention]:
     return found
 
 
-def _waivers(scope, names, now) -> list[Attention]:
+def _waiver_rows(scope, now) -> Select:
     current = current_assessments(scope)
     horizon = now.date() + timedelta(days=WAIVER_WARNING_DAYS)
-    rows = db.session.execute(
-        select(Waiver.id, Waiver.expires_on, Answer.item_key, Answer.assessment_id, current.c.service_id)
-        .join(Answer, Waiver.answer_id == Answer.id)
-        .join(current, current.c.id == Answer.assessment_id)
-        .where(Waiver.state == "approved", Waiver.expires_on <= horizon,
-               Answer.status.in_(("not_met", "partial")))
-        .order_by(Waiver.expires_on))
+    return (select(current.c.service_id, Waiver.id, Waiver.expires_on, Answer.item_key, Answer.assessment_id)
+            .select_from(Waiver)
+            .join(Answer, Waiver.answer_id == Answer.id)
+            .join(current, current.c.id == Answer.assessment_id)
+            .where(Waiver.state == "approved", Waiver.expires_on <= horizon,
+                   Answer.status.in_(("not_met", "partial"))))
+
+
+def _waivers(scope, names, now) -> list[Attention]:
+    rows = db.session.execute(_waiver_rows(scope, now).order_by(Waiver.expires_on))
     found = []
-    for _waiver_id, expires_on, item_key, assessment_id, service_id in rows:
+    for service_id, _waiver_id, expires_on, item_key, assessment_id in rows:
         label = item_key.replace("_", " ")
         if expires_on < now.date():
             found.append(_make("waiver_expired", service_id, names,
@@ -189,14 +243,18 @@ def _waivers(scope, names, now) -> list[Attention]:
     return found
 
 
-def _broken_evidence(scope, names, now) -> list[Attention]:
+def _broken_evidence_rows(scope, now) -> Select:
     current = current_assessments(scope)
-    rows = db.session.execute(
-        select(current.c.service_id, Answer.assessment_id, func.count(Evidence.id), func.min(Evidence.checked_at))
-        .join(Answer, Evidence.answer_id == Answer.id)
-        .join(current, current.c.id == Answer.assessment_id)
-        .where(Evidence.check_ok.is_(False))
-        .group_by(current.c.service_id, Answer.assessment_id))
+    return (select(current.c.service_id, Answer.assessment_id, func.count(Evidence.id), func.min(Evidence.checked_at))
+            .select_from(Evidence)
+            .join(Answer, Evidence.answer_id == Answer.id)
+            .join(current, current.c.id == Answer.assessment_id)
+            .where(Evidence.check_ok.is_(False))
+            .group_by(current.c.service_id, Answer.assessment_id))
+
+
+def _broken_evidence(scope, names, now) -> list[Attention]:
+    rows = db.session.execute(_broken_evidence_rows(scope, now))
     return [_make("evidence_broken", service_id, names,
                   f"{n} evidence link{'s' if n > 1 else ''} did not answer when last checked.",
                   "Replace or remove the broken links.", "assessments.show", since,
@@ -204,11 +262,14 @@ def _broken_evidence(scope, names, now) -> list[Attention]:
             for service_id, assessment_id, n, since in rows]
 
 
+def _ownership_rows(scope, now) -> Select:
+    return (select(Service.id, Service.owner_id, Service.backup_owner_id, Service.oncall_url)
+            .where(Service.id.in_(scope),
+                   or_(Service.owner_id.is_(None), Service.backup_owner_id.is_(None), Service.oncall_url.is_(None))))
+
+
 def _ownership(scope, names, now) -> list[Attention]:
-    rows = db.session.execute(
-        select(Service.id, Service.owner_id, Service.backup_owner_id, Service.oncall_url)
-        .where(Service.id.in_(scope),
-               or_(Service.owner_id.is_(None), Service.backup_owner_id.is_(None), Service.oncall_url.is_(None))))
+    rows = db.session.execute(_ownership_rows(scope, now))
     found = []
     for service_id, owner, backup, oncall in rows:
         missing = [what for what, value in (("owner", owner), ("backup owner", backup),
@@ -219,13 +280,18 @@ def _ownership(scope, names, now) -> list[Attention]:
     return found
 
 
-def _stale_assessments(scope, names, now) -> list[Attention]:
+def _stale_assessment_rows(scope, now) -> Select:
     stale_days, _ = _settings()
     newest = (select(Assessment.service_id, func.max(Assessment.created_at).label("at"))
-              .where(Assessment.state.in_(ASSESSED_STATES)).group_by(Assessment.service_id).subquery())
-    rows = db.session.execute(
-        select(Service.id, newest.c.at).outerjoin(newest, newest.c.service_id == Service.id)
-        .where(Service.id.in_(scope), or_(newest.c.at.is_(None), newest.c.at < now - timedelta(days=stale_days))))
+              .where(Assessment.state.in_(ASSESSED_STATES), Assessment.service_id.in_(scope))
+              .group_by(Assessment.service_id).subquery())
+    return (select(Service.id, newest.c.at).select_from(Service).outerjoin(newest, newest.c.service_id == Service.id)
+            .where(Service.id.in_(scope), or_(newest.c.at.is_(None), newest.c.at < now - timedelta(days=stale_days))))
+
+
+def _stale_assessments(scope, names, now) -> list[Attention]:
+    stale_days, _ = _settings()
+    rows = db.session.execute(_stale_assessment_rows(scope, now))
     found = []
     for service_id, at in rows:
         if at is None:
@@ -239,27 +305,34 @@ def _stale_assessments(scope, names, now) -> list[Attention]:
     return found
 
 
-def _stale_evidence(scope, names, now) -> list[Attention]:
+def _reattest_before(now, version_id, item_key):
+    """SQL for the moment evidence must be newer than: now less the item's own
+    re-attestation period (`reattest_days` in its checklist version), else the default."""
     _, default_days = _settings()
+
+    def moment(days):
+        return literal(now - timedelta(days=days), Evidence.added_at.type)
+
+    periods = [(and_(version_id == vid, item_key == item.key), moment(item.reattest_days))
+               for vid, checklist in catalog.checklists_by_version().items()
+               for item in checklist.items if item.reattest_days]
+    return case(*periods, else_=moment(default_days)) if periods else moment(default_days)
+
+
+def _stale_evidence_rows(scope, now) -> Select:
     current = current_assessments(scope)
-    versions = {v.id: v for v in db.session.scalars(select(ChecklistVersion).where(
-        ChecklistVersion.id.in_(select(current.c.checklist_version_id))))}
-    # The shortest period any item in use sets bounds the query; each item's own period is
-    # then applied below, where the checklist is known.
-    shortest = min([default_days] + [item.reattest_days for v in versions.values()
-                                     for item in catalog.checklist_of(v).items if item.reattest_days])
-    rows = db.session.execute(
-        select(current.c.service_id, Answer.assessment_id, current.c.checklist_version_id, Answer.item_key,
-               Evidence.added_at)
-        .join(Answer, Evidence.answer_id == Answer.id)
-        .join(current, current.c.id == Answer.assessment_id)
-        .where(Evidence.added_at < now - timedelta(days=shortest), Answer.status.is_not(None))).all()
+    return (select(current.c.service_id, Answer.assessment_id, Evidence.added_at)
+            .select_from(Evidence)
+            .join(Answer, Evidence.answer_id == Answer.id)
+            .join(current, current.c.id == Answer.assessment_id)
+            .where(Answer.status.is_not(None),  # unanswered: nothing was attested
+                   Evidence.added_at < _reattest_before(now, current.c.checklist_version_id, Answer.item_key)))
+
+
+def _stale_evidence(scope, names, now) -> list[Attention]:
     stale: dict[tuple[int, int], list[datetime]] = defaultdict(list)
-    for service_id, assessment_id, version_id, item_key, added_at in rows:
-        item = catalog.checklist_of(versions[version_id]).item(item_key)
-        days = (item.reattest_days if item and item.reattest_days else default_days)
-        if added_at < now - timedelta(days=days):
-            stale[(service_id, assessment_id)].append(added_at)
+    for service_id, assessment_id, added_at in db.session.execute(_stale_evidence_rows(scope, now)):
+        stale[(service_id, assessment_id)].append(added_at)
     return [_make("evidence_stale", service_id, names,
                   f"{len(dates)} evidence link{'s' if len(dates) > 1 else ''} older than the item's "
                   f"re-attestation period (oldest added {min(dates):%Y-%m-%d}).",
@@ -268,7 +341,7 @@ def _stale_evidence(scope, names, now) -> list[Attention]:
             for (service_id, assessment_id), dates in stale.items()]
 
 
-def _runbooks(scope, names, now) -> list[Attention]:
+def _runbook_rows(scope, now) -> Select:
     ranked = (select(RunbookRevision.service_id, RunbookRevision.reviewed_at, RunbookRevision.created_at,
                      func.row_number().over(partition_by=RunbookRevision.service_id,
                                             order_by=(RunbookRevision.created_at.desc(), RunbookRevision.id.desc()))
@@ -276,13 +349,16 @@ def _runbooks(scope, names, now) -> list[Attention]:
               .where(RunbookRevision.service_id.in_(scope)).subquery())
     latest = select(ranked).where(ranked.c.rank == 1).subquery()
     due = now - timedelta(days=REVIEW_EVERY_DAYS)
-    rows = db.session.execute(
-        select(Service.id, Service.runbook_url, latest.c.created_at, latest.c.reviewed_at)
-        .outerjoin(latest, latest.c.service_id == Service.id)
-        .where(Service.id.in_(scope),
-               or_(and_(latest.c.created_at.is_(None), Service.runbook_url.is_(None)),
-                   and_(latest.c.created_at.is_not(None),
-                        or_(latest.c.reviewed_at.is_(None), latest.c.reviewed_at < due)))))
+    return (select(Service.id, Service.runbook_url, latest.c.created_at, latest.c.reviewed_at)
+            .select_from(Service).outerjoin(latest, latest.c.service_id == Service.id)
+            .where(Service.id.in_(scope),
+                   or_(and_(latest.c.created_at.is_(None), Service.runbook_url.is_(None)),
+                       and_(latest.c.created_at.is_not(None),
+                            or_(latest.c.reviewed_at.is_(None), latest.c.reviewed_at < due)))))
+
+
+def _runbooks(scope, names, now) -> list[Attention]:
+    rows = db.session.execute(_runbook_rows(scope, now))
     found = []
     for service_id, _url, created_at, reviewed_at in rows:
         if created_at is None:

@@ -13,7 +13,7 @@ import hashlib
 import logging
 
 from flask import current_app
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, null, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp.checklists import (
@@ -95,6 +95,7 @@ def _store(checklist: Checklist) -> ChecklistVersion:
             content_hash=checklist.content_hash, content=checklist.to_json(), loaded_at=utcnow(),
         ).on_conflict_do_nothing(index_elements=["slug", "content_hash"]))
         if inserted.rowcount:
+            db.session.info.pop("checklists_by_version", None)
             log.info("checklist %s %s loaded (%s)", checklist.slug, checklist.version,
                      checklist.content_hash[:12])
         version = _version(checklist.slug, checklist.content_hash)
@@ -168,3 +169,22 @@ def checklist_of(version: ChecklistVersion) -> Checklist:
     if checklist is None:
         checklist = _parsed[version.content_hash] = Checklist.from_json(version.content)
     return checklist
+
+
+def checklists_by_version() -> dict[int, Checklist]:
+    """Every version's parsed checklist, by version id, in one query: the content comes back
+    only for versions this process has not parsed yet. Kept for the rest of the transaction
+    (a page asks several times); `_store` forgets it when it adds a version."""
+    cached = db.session.info.get("checklists_by_version")
+    if cached is not None and cached[0] is db.session().get_transaction():
+        return cached[1]
+    unparsed = type_coerce(case((ChecklistVersion.content_hash.in_(list(_parsed)), null()),
+                                else_=ChecklistVersion.content), ChecklistVersion.content.type)
+    found = {}
+    for version_id, content_hash, content in db.session.execute(
+            select(ChecklistVersion.id, ChecklistVersion.content_hash, unparsed.label("content"))):
+        if content_hash not in _parsed:
+            _parsed[content_hash] = Checklist.from_json(content)
+        found[version_id] = _parsed[content_hash]
+    db.session.info["checklists_by_version"] = (db.session().get_transaction(), found)
+    return found

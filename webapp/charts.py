@@ -6,6 +6,7 @@ attributes (the CSP refuses them): only SVG presentation attributes, which Weasy
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -36,6 +37,12 @@ VERDICT_THRESHOLDS = (Threshold(85, "Ready â‰¥ 85"), Threshold(70, "Conditions â
 
 def _num(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _uptime(value: float) -> str:
+    """An uptime percentage to two decimals, cut rather than rounded, so it never claims more
+    than happened: 2,699 of 2,700 is "99.96", not "100"; 95 of 96 is "98.95", not "99"."""
+    return f"{math.floor(value * 100) / 100:.2f}".rstrip("0").rstrip(".")
 
 
 def _when(value: datetime | date) -> float:
@@ -151,14 +158,14 @@ def uptime_bar(days: Sequence[Day], *, title: str, width: int = 720, height: int
     block = (width - gap * (len(days) - 1)) / len(days)
     runs = sum(d.runs for d in days)
     overall = 100 * sum(d.passes for d in days) / runs if runs else None
-    summary = f"{title}: {_num(overall)}% of {runs} checks passed" if overall is not None else f"{title}: no checks ran"
+    summary = f"{title}: {_uptime(overall)}% of {runs:,} checks passed" if overall is not None else f"{title}: no checks ran"
     parts = [f'<svg class="chart uptime-bar" viewBox="0 0 {width} {height}" width="100%" role="img" '
              f'aria-label="{escape(summary)}" xmlns="http://www.w3.org/2000/svg" {FONT} font-size="11">',
              f"<title>{escape(summary)}</title>"]
     bar_h = height - label_h - 4
     for index, day in enumerate(days):
         tip = (f"{day.day:%d %b %Y}: no checks" if day.uptime is None else
-               f"{day.day:%d %b %Y}: {_num(day.uptime)}% of {day.runs} passed, worst {day.worst}")
+               f"{day.day:%d %b %Y}: {_uptime(day.uptime)}% of {day.runs:,} passed, worst {day.worst}")
         parts.append(f'<rect x="{index * (block + gap):.1f}" y="0" width="{block:.1f}" height="{bar_h}" rx="2" '
                      f'fill="{OUTCOME_COLOURS.get(day.worst, GRID)}"><title>{escape(tip)}</title></rect>')
     parts.append(f'<text x="0" y="{height - 2}" fill="{MUTED}">{days[0].day:%d %b}</text>')

@@ -18,6 +18,7 @@ from sqlalchemy import Integer, Select, bindparam, case, func, literal, or_, sel
 from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import flag_modified
 
+from webapp import attention
 from webapp.extensions import db
 from webapp.models import (
     LIFECYCLES,
@@ -72,6 +73,7 @@ class Query:
     lifecycle: str = ""
     owner: int | None = None
     mine: bool = False
+    attention: bool = False  # only services with something on the needs-attention list
     sort: str = "name"
     direction: str = "asc"
     page: int = 1
@@ -92,6 +94,7 @@ class Query:
             lifecycle=lifecycle if lifecycle in LIFECYCLE_CHOICES else "",
             owner=_int(args.get("owner")),
             mine=args.get("mine") == "1",
+            attention=args.get("attention") == "1",
             sort=sort, direction=direction,
             page=max(1, _int(args.get("page")) or 1),
         )
@@ -110,6 +113,8 @@ class Query:
                 out[name] = value
         if state.mine:
             out["mine"] = "1"
+        if state.attention:
+            out["attention"] = "1"
         if state.sort != "name":
             out["sort"] = state.sort
         if state.direction != DEFAULT_DIRECTION.get(state.sort, "asc"):
@@ -127,7 +132,7 @@ class Query:
     @property
     def filtered(self) -> bool:
         return bool(self.q or self.team or self.tier or self.verdict or self.lifecycle
-                    or self.owner or self.mine)
+                    or self.owner or self.mine or self.attention)
 
 
 # What the page shows --------------------------------------------------------------------
@@ -173,6 +178,7 @@ class DashboardRow:
     probe_outcome: str | None  # the worst latest outcome over check kinds; None if never probed
     probe_checked_at: datetime | None
     trend: tuple[float, ...] = ()
+    attention_items: int | None = None  # things on the needs-attention list; None: not counted
 
     @property
     def verdict(self) -> str | None:
@@ -218,6 +224,7 @@ class DashboardRow:
                        "checked_at": self.probe_checked_at.isoformat() if self.probe_checked_at else None},
             "last_assessed": self.last_assessed.isoformat() if self.last_assessed else None,
             "trend": list(self.trend),
+            "attention_items": self.attention_items,
         }
 
 
@@ -401,6 +408,8 @@ def _filter(stmt: Select, query: Query, columns: dict, mine) -> Select:
                               Service.slug.icontains(query.q, autoescape=True),
                               Team.name.icontains(query.q, autoescape=True),
                               owner_u.name.icontains(query.q, autoescape=True)))
+    if query.attention:  # ids from one run of the rules, shared by the tiles and the rows
+        stmt = stmt.where(Service.id.in_(list(attention.live_item_counts())))
     return stmt
 
 
@@ -531,8 +540,19 @@ def dashboard(query: Query, user_id: int | None, per_page: int = PAGE_SIZE) -> P
     if query.page > pages:
         query = replace(query, page=pages)
     rows = select_rows(query, user_id, limit=per_page, offset=(query.page - 1) * per_page)
+    if query.attention:  # counted only when asked for; the filter has run the rules already
+        rows = with_attention_items(rows)
     teams, owners = filter_choices()
     return Page(query, rows, tiles, per_page, teams, owners)
+
+
+def with_attention_items(rows: list[DashboardRow]) -> list[DashboardRow]:
+    """The rows with how many needs-attention items each has: one run of the rules over every
+    live service per transaction, shared with the filter (`attention.live_item_counts`)."""
+    if not rows:
+        return rows
+    found = attention.live_item_counts()
+    return [replace(row, attention_items=found.get(row.service_id, 0)) for row in rows]
 
 
 def service_row(service_id: int, user_id: int | None = None,
@@ -553,7 +573,7 @@ def service_row(service_id: int, user_id: int | None = None,
 CSV_COLUMNS = ("service_id", "service", "slug", "team", "tier", "lifecycle", "owner", "owner_email",
                "verdict", "score", "working_state", "working_verdict", "working_score", "answered_pct",
                "blockers", "unanswered", "signed_off_verdict", "signed_off_at", "probe_status",
-               "last_assessed")
+               "last_assessed", "attention_items")
 
 
 def _cell(value) -> str | int | float:
@@ -577,7 +597,7 @@ def to_csv(rows: list[DashboardRow]) -> str:
             row.service_id, row.name, row.slug, row.team_name, row.tier, row.lifecycle, row.owner_name,
             row.owner_email, row.verdict, row.score, w and w.state, w and w.verdict, w and w.score,
             w and w.answered_pct, w and w.blocker_count, w and w.unanswered_count, s and s.verdict,
-            s and s.decided_at, row.probe_outcome, row.last_assessed)])
+            s and s.decided_at, row.probe_outcome, row.last_assessed, row.attention_items)])
     return out.getvalue()
 
 

@@ -33,6 +33,7 @@ from webapp.models import (
     ChecklistVersion,
     Membership,
     OwnershipChange,
+    ProbeDailyRollup,
     ProbeResult,
     ProbeRun,
     RunbookRevision,
@@ -69,6 +70,7 @@ LIFECYCLE_WEIGHTS = (("planned", 8), ("launching", 14), ("live", 72), ("retired"
 TARGET_WEIGHTS = (("ready", 35), ("ready_with_conditions", 30), ("not_ready", 35))
 PROBE_KINDS = ("health", "readiness", "https", "security_headers", "correlation_id", "latency",
                "runbook_present", "oncall_present")
+ROLLUP_DAYS, RUNS_PER_DAY = 60, 96  # health-check history before the raw results
 OUTCOME_WEIGHTS = {"healthy": (("pass", 96), ("warn", 3), ("fail", 1), ("error", 0)),
                    "flaky": (("pass", 70), ("warn", 15), ("fail", 10), ("error", 5)),
                    "down": (("pass", 10), ("warn", 10), ("fail", 40), ("error", 40))}
@@ -161,7 +163,8 @@ def _converter(column_type, sqlite: bool):
 
 
 FLUSH_ORDER = (User, Team, Membership, Service, OwnershipChange, RunbookRevision, Assessment,
-               Answer, AnswerChange, Waiver, ScoreSnapshot, SignOff, ProbeRun, ProbeResult, ServiceCheck)
+               Answer, AnswerChange, Waiver, ScoreSnapshot, SignOff, ProbeRun, ProbeResult, ServiceCheck,
+               ProbeDailyRollup)
 
 
 @dataclass
@@ -461,7 +464,8 @@ def seed_signoffs(ctx: Context, service: DemoService, assessment_id: int, at: da
 # Probes -------------------------------------------------------------------------------
 
 def seed_probes(ctx: Context, service: DemoService, runs: int = 12) -> None:
-    """Hourly runs over the last half day and the latest outcome per kind (ServiceCheck)."""
+    """Hourly runs over the last half day, the latest outcome per kind (ServiceCheck), and the
+    health checks of the weeks before as retention leaves them: one roll-up per day."""
     if service.lifecycle not in ("launching", "live"):
         return
     rng, writer = ctx.rng, ctx.writer
@@ -486,3 +490,12 @@ def seed_probes(ctx: Context, service: DemoService, runs: int = 12) -> None:
     for kind, (outcome, result_id, checked, changed) in latest.items():
         writer.add(ServiceCheck, service_id=service.id, kind=kind, outcome=outcome, result_id=result_id,
                    checked_at=checked, changed_at=changed)
+    column = {"warn": "warns", "fail": "fails", "error": "errors"}
+    for days_ago in range(ROLLUP_DAYS, 1, -1):  # health only: the day-by-day bar reads it
+        worst = _pick(rng, OUTCOME_WEIGHTS[health])
+        counts = {"warns": 0, "fails": 0, "errors": 0}
+        if worst != "pass":
+            counts[column[worst]] = rng.randint(1, 6)
+        writer.add(ProbeDailyRollup, service_id=service.id, kind="health", day=ctx.now.date() - timedelta(days=days_ago),
+                   runs=RUNS_PER_DAY, passes=RUNS_PER_DAY - sum(counts.values()), **counts,
+                   latency_ms_median=round(rng.lognormvariate(3.5, 0.3), 1))

@@ -300,7 +300,7 @@ def uptime(service: Service, kind: str, since: datetime) -> tuple[float | None, 
 ROLLUP_CHUNK = 50_000
 
 
-def _day_of(column):
+def day_of(column):
     """The UTC calendar day of a timestamp column, in SQL."""
     if db.engine.dialect.name == "postgresql":
         return func.date(func.timezone("UTC", column))
@@ -328,7 +328,7 @@ def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
     that is exact when a day fits in one chunk (ids are in time order, so most days do).
     """
     in_range = and_(ProbeResult.id.between(low, high), ProbeResult.started_at < cutoff)
-    day = _day_of(ProbeResult.started_at).label("day")
+    day = day_of(ProbeResult.started_at).label("day")
     counts = select(
         ProbeResult.service_id, ProbeResult.kind, day, func.count().label("runs"),
         *(func.sum(case((ProbeResult.outcome == outcome, 1), else_=0)).label(column)

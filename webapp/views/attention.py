@@ -21,12 +21,14 @@ PER_PAGE = 50
 @bp.get("/attention")
 @login_required
 def index():
-    """Everything that needs attention, most urgent first; filter by kind, team or "mine"."""
+    """Everything that needs attention, most urgent first; filter by kind, team, service or "mine"."""
     kind = request.args.get("kind", "")
     kind = kind if kind in attention.KINDS else ""
     team_id = request.args.get("team", type=int)
+    service_id = request.args.get("service", type=int)
     mine = request.args.get("mine") == "1"
-    scope = attention.scope_for(current_user if mine else None, team_id)
+    scope = attention.scope_for(current_user if mine else None, team_id,
+                                [service_id] if service_id is not None else None)
     found = attention.collect(scope)
     tally = attention.counts(found)
     if kind:
@@ -34,10 +36,12 @@ def index():
     pages = max(1, ceil(len(found) / PER_PAGE))
     page = min(max(request.args.get("page", 1, type=int), 1), pages)
     teams = db.session.execute(select(Team.id, Team.name).order_by(Team.name)).all()
-    state = {k: v for k, v in (("kind", kind), ("team", team_id), ("mine", "1" if mine else None)) if v}
+    service = db.session.get(Service, service_id) if service_id is not None else None
+    state = {k: v for k, v in (("kind", kind), ("team", team_id), ("service", service_id),
+                               ("mine", "1" if mine else None)) if v}
     return render_template("attention/index.html", items=found[(page - 1) * PER_PAGE: page * PER_PAGE],
                            total=len(found), tally=tally, kinds=attention.KINDS, kind=kind, team_id=team_id,
-                           mine=mine, teams=teams, page=page, pages=pages, state=state)
+                           mine=mine, teams=teams, service=service, page=page, pages=pages, state=state)
 
 
 @bp.get("/my-work")

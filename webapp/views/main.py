@@ -47,7 +47,8 @@ def index():
 def _export_rows(*, trends: bool) -> list[dashboard.DashboardRow]:
     """Every row the dashboard's filters match, in its order (no pages)."""
     query = dashboard.Query.from_args(request.args)
-    return dashboard.select_rows(query, current_user.id, trend_points=dashboard.TREND_POINTS if trends else 0)
+    rows = dashboard.select_rows(query, current_user.id, trend_points=dashboard.TREND_POINTS if trends else 0)
+    return dashboard.with_attention_items(rows)
 
 
 @bp.get("/dashboard.csv")

@@ -20,9 +20,11 @@ from webapp.models import (
     User,
 )
 from webapp.permissions import can_edit_services, require
+from webapp.probes import history as history_of_probes
 
 bp = Blueprint("services", __name__)
 SERVICE_TREND_POINTS = 60
+UPTIME_DAYS = 30
 
 
 def _service_form(obj: Service | None = None) -> ServiceForm:
@@ -90,6 +92,8 @@ def show(service_id: int):
         score_chart=charts.time_chart(timeline.score_series(service.id), title="Score over time, across assessments",
                                       y_max=100, thresholds=charts.VERDICT_THRESHOLDS),
         category_chart=_category_chart(row, history),
+        uptime_chart=charts.uptime_bar(history_of_probes.daily(service.id, "health", days=UPTIME_DAYS),
+                                       title=f"Health checks, day by day over {UPTIME_DAYS} days"),
         can_edit=can_edit_services(current_user, service.team), confirm_form=ConfirmForm(),
     )
 
