@@ -29,6 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--png", default="/tmp/preflight-report", help="prefix for page PNGs")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also cProfile one warm render and print the N costliest functions")
     args = parser.parse_args()
 
     from sqlalchemy import select
@@ -80,6 +82,15 @@ def main() -> None:
                     time.process_time() - cpu)
 
         warm = [once() for _ in range(args.runs)]
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.runcall(reports.render_pdf, snapshot, body, report_id="PF-BENCH")
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("cumulative").print_stats(args.profile)
+            stats.sort_stats("tottime").print_stats(args.profile)
         render_times = [w[0] for w in warm]
         sign_times = [w[1] for w in warm]
         totals = [w[0] + w[1] for w in warm]

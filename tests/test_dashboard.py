@@ -460,9 +460,9 @@ def test_rescore_picks_up_a_waiver_that_expired_after_scoring(runner, person):
 
 
 def test_demo_seed_writes_the_read_model_that_scoring_gives(runner):
-    result = runner.invoke(args=["demo", "seed", "--services", "30", "--assessments", "4"])
+    result = runner.invoke(args=["demo", "seed", "--services", "30", "--assessments", "4", "--reports", "1"])
     assert result.exit_code == 0, result.output
-    assert "30 service" in result.output and demo.PASSWORD in result.output
+    assert "30 service" in result.output and "1 report" in result.output and demo.PASSWORD in result.output
     stored = {a.id: (a.score, a.verdict, a.answered_pct, a.unanswered_count, a.blocker_count, a.updated_at)
               for a in db.session.scalars(select(Assessment))}
     assert dashboard.rescore(everything=True) == len(stored) > 0

@@ -232,3 +232,20 @@ def test_the_api_verifies_a_real_signed_report(client, signed):
     body = client.post("/api/v1/reports/verify", data=bytes(flipped), content_type="application/pdf",
                        headers=headers).get_json()
     assert body["match"] is False
+
+
+def test_demo_seed_stores_signed_reports_for_the_latest_sign_offs(app):
+    """`flask demo seed` leaves signed-off assessments with their stored, genuine reports."""
+    from webapp import demo
+    from webapp.models import Assessment
+
+    counts = demo.seed(services=12, assessments_per_service=10, reports=2)
+    db.session.commit()
+    stored = list(db.session.scalars(select(Report).order_by(Report.id)))
+    assert counts["report"] == len(stored) == 2
+    for report in stored:
+        assessment = db.session.get(Assessment, report.assessment_id)
+        assert assessment.state == "signed_off" and report.created_at == assessment.decided_at
+        assert reports.verify_pdf(report.pdf).genuine
+        assert reports.embedded_snapshot(report.pdf) == report.snapshot.encode("utf-8")
+    assert len({db.session.get(Assessment, r.assessment_id).service_id for r in stored}) == 2

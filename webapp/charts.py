@@ -199,11 +199,20 @@ def category_bars(categories: Sequence[tuple[str, float | None]], *, title: str,
         colour = PALETTE[0] if score >= thresholds[0].value else PALETTE[1] if score >= thresholds[-1].value else PALETTE[3]
         parts.append(f'<rect x="{label_w}" y="{top + 4}" width="{plot_w * score / 100:.1f}" height="14" fill="{colour}"/>')
         parts.append(f'<text x="{label_w + plot_w + 6}" y="{top + 15}" fill="{INK}">{_num(score)}</text>')
-    for threshold in thresholds:
+    ordered = sorted(thresholds, key=lambda t: t.value)
+    for index, threshold in enumerate(ordered):
         tx = label_w + plot_w * threshold.value / 100
         parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{upper - 4}" y2="{height - 2}" stroke="{INK}" '
                      f'stroke-width="1" stroke-dasharray="3 3"/>')
-        parts.append(f'<text x="{tx:.1f}" y="{upper - 7}" text-anchor="middle" fill="{INK}" font-size="10">'
+        # Two close lines (70 and 85 are 72 px apart) would run their centred labels into
+        # each other: hang the lower one's label left of its line, the upper one's right.
+        close = [abs(other.value - threshold.value) * plot_w / 100 < 120 for other in ordered]
+        anchor, dx = "middle", 0
+        if index + 1 < len(ordered) and close[index + 1]:
+            anchor, dx = "end", -3
+        elif index > 0 and close[index - 1]:
+            anchor, dx = "start", 3
+        parts.append(f'<text x="{tx + dx:.1f}" y="{upper - 7}" text-anchor="{anchor}" fill="{INK}" font-size="10">'
                      f"{escape(threshold.label)}</text>")
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -253,7 +253,9 @@ def demo_group() -> None:
 @click.option("--assessments", "assessments_per_service", default=20, show_default=True,
               type=click.IntRange(1, 200), help="Assessments per service, over the past months.")
 @click.option("--seed", "random_seed", default=7, show_default=True, help="Random seed (same seed, same data).")
-def demo_seed(service_count: int, assessments_per_service: int, random_seed: int) -> None:
+@click.option("--reports", "report_count", default=5, show_default=True, type=click.IntRange(0, 1_000),
+              help="Services whose latest sign-off gets a signed, stored PDF report (about a second each).")
+def demo_seed(service_count: int, assessments_per_service: int, random_seed: int, report_count: int) -> None:
     """Fill the database with demo teams, people, services, assessment history and probe
     results. Demo people sign in with the password printed at the end."""
     import time
@@ -263,7 +265,7 @@ def demo_seed(service_count: int, assessments_per_service: int, random_seed: int
     started = time.monotonic()
     try:
         counts = demo.seed(services=service_count, assessments_per_service=assessments_per_service,
-                           seed=random_seed)
+                           seed=random_seed, reports=report_count)
     except demo.DemoError as exc:
         db.session.rollback()
         raise click.ClickException(str(exc)) from None

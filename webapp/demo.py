@@ -192,8 +192,10 @@ class DemoService:
 
 
 def seed(services: int = 60, assessments_per_service: int = 20, seed: int = 7,
-         now: datetime | None = None) -> dict[str, int]:
-    """Create the demo data; returns rows written per table. Refuses to run twice."""
+         now: datetime | None = None, reports: int = 0) -> dict[str, int]:
+    """Create the demo data; returns rows written per table. Refuses to run twice.
+    `reports`: how many services get a signed, stored PDF report for their latest sign-off
+    (rendering costs about a second each, so it is bounded; `flask demo seed` asks for 5)."""
     if db.session.scalar(select(User.id).where(User.email.like(f"%@{EMAIL_DOMAIN}")).limit(1)):
         raise DemoError("Demo data is already here (demo users exist). Use a fresh database to seed again.")
     catalog.sync()
@@ -212,10 +214,12 @@ def seed(services: int = 60, assessments_per_service: int = 20, seed: int = 7,
         # More kinds of history per service go here (sign-off decisions, reports, conditions).
     ctx.writer.flush()
     ctx.writer.reset_sequences()
+    counts = dict(ctx.writer.counts)
+    counts["report"] = seed_reports(ctx, demo_services, reports)
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(text("ANALYZE"))  # fresh statistics, or the planner guesses 45 rows
     db.session.flush()
-    return dict(ctx.writer.counts)
+    return counts
 
 
 # People and teams ---------------------------------------------------------------------
@@ -459,6 +463,25 @@ def seed_signoffs(ctx: Context, service: DemoService, assessment_id: int, at: da
                    role="owner", decision="approve", comment="", at=at - timedelta(hours=1))
     ctx.writer.add(SignOff, assessment_id=assessment_id, signer_id=reviewer,
                    role="sre" if service.tier < 3 else "reviewer", decision="approve", comment="", at=at)
+
+
+def seed_reports(ctx: Context, services: list[DemoService], limit: int) -> int:
+    """Signed PDF reports, made exactly as a sign-off makes them (snapshot, render, sign,
+    store), for the latest signed-off assessment of the first `limit` services that have
+    one. Runs after the bulk INSERTs, through the ORM, since it renders from the rows."""
+    from webapp import reports, reviews
+
+    made = 0
+    for service in services:
+        if made >= limit:
+            break
+        if not service.signed_off:
+            continue
+        assessment = db.session.get(Assessment, service.signed_off[-1])
+        body = reviews.canonical_json(reviews.snapshot(assessment))
+        reports.issue(assessment, body, db.session.get(User, ctx.admin_id), at=assessment.decided_at)
+        made += 1
+    return made
 
 
 # Probes -------------------------------------------------------------------------------
