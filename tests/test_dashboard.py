@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import delete, event, func, select, update
 
 from tests.factories import MembershipFactory, ServiceFactory, TeamFactory, UserFactory
 from webapp import assessments, catalog, dashboard, demo
@@ -21,9 +21,11 @@ from webapp.models import (
     ProbeDailyRollup,
     ProbeResult,
     ProbeRun,
+    Report,
     ScoreSnapshot,
     Service,
     ServiceCheck,
+    SignOff,
     Team,
     User,
     Waiver,
@@ -479,8 +481,26 @@ def test_demo_seed_writes_the_read_model_that_scoring_gives(runner):
     assert lifecycles == {"planned", "launching", "live", "retired"}
     assert db.session.scalar(select(func.count()).select_from(ServiceCheck)) > 0
     assert db.session.scalar(select(func.count()).select_from(ScoreSnapshot)) > 0
-    refused = runner.invoke(args=["demo", "seed", "--services", "3"])
-    assert refused.exit_code != 0 and "already here" in refused.output
+    with pytest.raises(demo.DemoError, match="already here"):
+        demo.seed(services=3)
+    # Seeding again extends what is here: an older seed had no approvals behind its sign-offs
+    # and no stored reports; they are added, and a third run adds nothing.
+    db.session.execute(delete(Report))
+    db.session.execute(delete(SignOff))
+    db.session.commit()
+    signed = db.session.scalar(select(func.count()).select_from(Assessment)
+                               .where(Assessment.state.in_(("signed_off", "superseded"))))
+    current = db.session.scalar(select(func.count()).select_from(Assessment)
+                                .where(Assessment.state == "signed_off"))
+    assert signed >= current > 0
+    extended = runner.invoke(args=["demo", "seed", "--reports", "2"])
+    assert extended.exit_code == 0, extended.output
+    assert f"extended it with {2 * signed:,} sign_off, {min(2, current)} report" in extended.output
+    assert db.session.scalar(select(func.count()).select_from(SignOff)) == 2 * signed
+    reports = db.session.scalars(select(Report)).all()
+    assert len(reports) == min(2, current) and all(r.assessment.state == "signed_off" for r in reports)
+    again = runner.invoke(args=["demo", "seed", "--reports", "2"])
+    assert again.exit_code == 0 and "0 sign_off, 0 report" in again.output
 
 
 def test_demo_seed_is_deterministic(app):

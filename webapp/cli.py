@@ -257,12 +257,20 @@ def demo_group() -> None:
               help="Services whose latest sign-off gets a signed, stored PDF report (about a second each).")
 def demo_seed(service_count: int, assessments_per_service: int, random_seed: int, report_count: int) -> None:
     """Fill the database with demo teams, people, services, assessment history and probe
-    results. Demo people sign in with the password printed at the end."""
+    results. Demo people sign in with the password printed at the end. Where demo data is
+    already here, extend it instead: approvals behind its sign-offs and stored reports."""
     import time
 
     from webapp import demo
 
     started = time.monotonic()
+    if demo.present():
+        counts = demo.extend(reports=report_count)
+        db.session.commit()
+        click.echo("Demo data is already here; extended it with "
+                   + ", ".join(f"{n:,} {what}" for what, n in counts.items())
+                   + f" ({time.monotonic() - started:.1f} s). For new demo data, use a fresh database.")
+        return
     try:
         counts = demo.seed(services=service_count, assessments_per_service=assessments_per_service,
                            seed=random_seed, reports=report_count)

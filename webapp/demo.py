@@ -36,6 +36,7 @@ from webapp.models import (
     ProbeDailyRollup,
     ProbeResult,
     ProbeRun,
+    Report,
     RunbookRevision,
     ScoreSnapshot,
     Service,
@@ -193,10 +194,11 @@ class DemoService:
 
 def seed(services: int = 60, assessments_per_service: int = 20, seed: int = 7,
          now: datetime | None = None, reports: int = 0) -> dict[str, int]:
-    """Create the demo data; returns rows written per table. Refuses to run twice.
+    """Create the demo data; returns rows written per table. Refuses to run twice (`extend`
+    adds to demo data already here).
     `reports`: how many services get a signed, stored PDF report for their latest sign-off
     (rendering costs about a second each, so it is bounded; `flask demo seed` asks for 5)."""
-    if db.session.scalar(select(User.id).where(User.email.like(f"%@{EMAIL_DOMAIN}")).limit(1)):
+    if present():
         raise DemoError("Demo data is already here (demo users exist). Use a fresh database to seed again.")
     catalog.sync()
     version = catalog.latest_version(CHECKLIST_SLUG)
@@ -220,6 +222,51 @@ def seed(services: int = 60, assessments_per_service: int = 20, seed: int = 7,
         db.session.execute(text("ANALYZE"))  # fresh statistics, or the planner guesses 45 rows
     db.session.flush()
     return counts
+
+
+def present() -> bool:
+    """Whether demo data is here already (its people exist)."""
+    return db.session.scalar(select(User.id).where(User.email.like(f"%@{EMAIL_DOMAIN}")).limit(1)) is not None
+
+
+def extend(reports: int = 0) -> dict[str, int]:
+    """Demo data is here already: add what a newer seed makes and an older one may not have,
+    touching nothing else. Each signed-off (or superseded) demo assessment without approvals
+    gets the owner's and a reviewer's; up to `reports` services whose latest sign-off has no
+    stored report get one. Running it again adds nothing new (returns zero counts)."""
+    demo_users = select(User.id).where(User.email.like(f"%@{EMAIL_DOMAIN}"))
+    demo_teams = select(Membership.team_id).where(Membership.user_id.in_(demo_users))
+    reviewer = db.session.scalar(select(User.id).where(User.id.in_(demo_users), User.is_reviewer)
+                                 .order_by(User.id).limit(1))
+    admin = db.session.scalar(select(User).where(User.id.in_(demo_users), User.is_admin).order_by(User.id).limit(1))
+    unsigned = db.session.execute(
+        select(Assessment.id, Assessment.decided_at, Service.owner_id, Service.tier)
+        .join(Service, Service.id == Assessment.service_id)
+        .where(Service.team_id.in_(demo_teams), Assessment.state.in_(("signed_off", "superseded")),
+               ~select(SignOff.id).where(SignOff.assessment_id == Assessment.id).exists())).all()
+    for assessment_id, decided_at, owner_id, tier in unsigned:
+        at = decided_at or utcnow()
+        db.session.add_all([
+            SignOff(assessment_id=assessment_id, signer_id=owner_id or admin.id, role="owner", decision="approve",
+                    comment="", at=at - timedelta(hours=1)),
+            SignOff(assessment_id=assessment_id, signer_id=reviewer or owner_id,
+                    role="sre" if tier < 3 else "reviewer", decision="approve", comment="", at=at),
+        ])
+    db.session.flush()
+    latest = (select(func.max(Assessment.id)).where(Assessment.state == "signed_off")
+              .group_by(Assessment.service_id))
+    missing = db.session.scalars(
+        select(Assessment).join(Service, Service.id == Assessment.service_id)
+        .where(Assessment.id.in_(latest), Service.team_id.in_(demo_teams),
+               ~select(Report.id).where(Report.assessment_id == Assessment.id).exists())
+        .order_by(Assessment.service_id).limit(reports)).all() if reports else []
+    from webapp import reports as pdf_reports
+    from webapp import reviews
+
+    for assessment in missing:
+        body = reviews.canonical_json(reviews.snapshot(assessment))
+        pdf_reports.issue(assessment, body, admin, at=assessment.decided_at)
+    return {"sign_off": 2 * len(unsigned), "report": len(missing)}
 
 
 # People and teams ---------------------------------------------------------------------
