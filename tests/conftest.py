@@ -20,6 +20,9 @@ os.environ["PREFLIGHT_INSTANCE_PATH"] = tempfile.mkdtemp(prefix="preflight-test-
 from webapp import create_app
 from webapp.extensions import db
 
+# live_server and page for the browser tests (tests/browser_support.py).
+pytest_plugins = ["tests.browser_support"]
+
 REQUIRED = {
     "postgres": "PREFLIGHT_REQUIRE_POSTGRES",
     "redis": "PREFLIGHT_REQUIRE_REDIS",

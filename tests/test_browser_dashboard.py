@@ -8,7 +8,6 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 from tests.factories import MembershipFactory, ServiceFactory, TeamFactory, UserFactory
-from tests.test_browser import live_server, page  # noqa: F401 - the fixtures
 from tests.test_browser_history import sign_in
 from webapp import catalog
 from webapp.extensions import db
@@ -38,11 +37,11 @@ def looked_after(team, name: str, *, score: float, verdict: str):
     return service
 
 
-def shown(page) -> list[str]:  # noqa: F811 - a Playwright page
+def shown(page) -> list[str]:
     return page.locator("table.dash-table td.service-cell > a").all_inner_texts()
 
 
-def test_dashboard_filters_sorts_searches_and_pages_keeping_state(page, app):  # noqa: F811 - the fixture
+def test_dashboard_filters_sorts_searches_and_pages_keeping_state(page, app):
     app.test_cli_runner().invoke(args=["checklists", "sync"])
     member = MembershipFactory(role="member", team=TeamFactory(name="Search"))
     search = member.team

@@ -4,11 +4,10 @@ reviewed, and finds what needs attention; an admin offboards a leaver."""
 from __future__ import annotations
 
 from tests.factories import PASSWORD, MembershipFactory, ServiceFactory, UserFactory
-from tests.test_browser import live_server, page  # noqa: F401 - the fixtures
 from webapp.extensions import db
 
 
-def sign_in(page, user) -> None:  # noqa: F811 - a Playwright page
+def sign_in(page, user) -> None:
     page.goto(page.base + "/login")
     page.fill("input[name=email]", user.email)
     page.fill("input[name=password]", PASSWORD)
@@ -16,7 +15,7 @@ def sign_in(page, user) -> None:  # noqa: F811 - a Playwright page
     page.wait_for_url(page.base + "/")
 
 
-def test_runbook_written_edited_compared_and_reviewed(page):  # noqa: F811 - the fixture
+def test_runbook_written_edited_compared_and_reviewed(page):
     member = MembershipFactory(role="maintainer")
     service = ServiceFactory(team=member.team, name="Ledger API")
     db.session.commit()
@@ -56,7 +55,7 @@ def test_runbook_written_edited_compared_and_reviewed(page):  # noqa: F811 - the
     assert page.locator(".timeline li").count() == 3  # two edits and a review
 
 
-def test_admin_offboards_a_leaver(page):  # noqa: F811 - the fixture
+def test_admin_offboards_a_leaver(page):
     admin, leaver, heir = UserFactory(is_admin=True), UserFactory(name="Lea Ving"), UserFactory(name="Hugo Heir")
     service = ServiceFactory(owner=leaver, name="Billing")
     db.session.commit()

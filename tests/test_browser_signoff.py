@@ -9,7 +9,6 @@ from sqlalchemy import select
 
 from tests.factories import PASSWORD
 from tests.signoff_helpers import Cast, answered_assessment
-from tests.test_browser import live_server, page  # noqa: F401 - pytest fixtures
 from webapp import assessments, reports
 from webapp.extensions import db
 from webapp.models import Assessment, Report
@@ -17,7 +16,7 @@ from webapp.models import Assessment, Report
 pytestmark = pytest.mark.browser
 
 
-def _login(page, user):  # noqa: F811
+def _login(page, user):
     page.context.clear_cookies()
     page.goto(page.base + "/login")
     page.fill("input[name=email]", user.email)
@@ -26,7 +25,7 @@ def _login(page, user):  # noqa: F811
     page.wait_for_url(page.base + "/")
 
 
-def _sign_in_meeting(page, assessment_id, role, present):  # noqa: F811
+def _sign_in_meeting(page, assessment_id, role, present):
     page.goto(f"{page.base}/assessments/{assessment_id}/meeting")
     page.set_viewport_size({"width": 1920, "height": 1080})
     assert page.locator(".slide.is-current").get_attribute("id") == "slide-summary"
@@ -40,7 +39,7 @@ def _sign_in_meeting(page, assessment_id, role, present):  # noqa: F811
     page.click("#slide-decision button[type=submit]")
 
 
-def test_submit_sign_off_in_meeting_mode_download_and_verify(page, tmp_path):  # noqa: F811
+def test_submit_sign_off_in_meeting_mode_download_and_verify(page, tmp_path):
     page.set_default_timeout(30_000)  # signing off renders and signs the PDF in the request
     cast = Cast(tier=2)
     assessment = answered_assessment(cast.service, cast.member, notes=True, evidence=True)

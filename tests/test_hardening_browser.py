@@ -8,9 +8,9 @@ import os
 import pytest
 from sqlalchemy import select
 
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import need
 from tests.factories import PASSWORD, MembershipFactory, ServiceFactory
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, live_server  # noqa: F401 - the fixture
 from webapp import assessments, catalog
 from webapp.extensions import db
 from webapp.models import Answer, User
@@ -20,7 +20,7 @@ TYPED = "Logs are JSON, shipped by vector to Loki; retention 30 days. Typed over
 
 
 @pytest.fixture
-def browser_context(live_server):  # noqa: F811 - the imported fixture
+def browser_context(live_server):
     need("browser", os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
