@@ -321,11 +321,13 @@ def test_probes_do_not_change_answers_once_in_review(targets, world):
 
 class PersonSaving:
     """A person's save of one answer from their own session and thread, started by the sweep's
-    own flush (a SQLAlchemy event), so it lands at an exact moment mid-sweep. The form was
-    loaded before the sweep (`form_version`)."""
+    own flush or statement (SQLAlchemy events), so it lands at an exact moment mid-sweep. The
+    form was loaded before the sweep (`form_version`). `when(session)` picks an ORM flush,
+    `on_statement(statement, parameters)` a Core statement (the sweep's bulk bookkeeping)."""
 
-    def __init__(self, answer_id: int, user_id: int, when):
-        self.answer_id, self.user_id, self.when = answer_id, user_id, when
+    def __init__(self, answer_id: int, user_id: int, when=None, on_statement=None):
+        self.answer_id, self.user_id = answer_id, user_id
+        self.when, self.on_statement = when, on_statement
         self.form_version = db.session.get(Answer, answer_id).version
         self.app = current_app._get_current_object()
         self.outcome: list[object] = []
@@ -346,17 +348,26 @@ class PersonSaving:
                 self.outcome.append(exc)
 
     def _maybe_start(self, session, _context, _instances) -> None:
-        if self.thread is None and self.when(session):
-            self.thread = threading.Thread(target=self.save)
-            self.thread.start()
-            self.thread.join(timeout=3)  # it commits now, or waits for the sweep's transaction
+        if self.thread is None and self.when is not None and self.when(session):
+            self._start()
+
+    def _maybe_start_at(self, _conn, _cursor, statement, parameters, _context, _executemany) -> None:
+        if self.thread is None and self.on_statement is not None and self.on_statement(statement, parameters):
+            self._start()
+
+    def _start(self) -> None:
+        self.thread = threading.Thread(target=self.save)
+        self.thread.start()
+        self.thread.join(timeout=3)  # it commits now, or waits for the sweep's transaction
 
     def __enter__(self):
         event.listen(Session, "before_flush", self._maybe_start)
+        event.listen(db.engine, "before_cursor_execute", self._maybe_start_at)
         return self
 
     def __exit__(self, *_exc):
         event.remove(Session, "before_flush", self._maybe_start)
+        event.remove(db.engine, "before_cursor_execute", self._maybe_start_at)
         assert self.thread is not None, "the moment to save never came"
         self.thread.join(timeout=10)
 
@@ -384,11 +395,12 @@ def test_a_persons_save_mid_sweep_succeeds_and_other_services_keep_their_bookkee
     probe_services([service], "schedule")
     answer_id = assessments.answer_for(assessment, HEALTH_ITEM).id
 
-    def bookkeeping_of_this_service(session) -> bool:
-        return any(isinstance(o, ProbeResult) and o.service_id == service.id and o.kind == "runbook_present"
-                   for o in session.new)
+    def bookkeeping_of_this_service(statement, parameters) -> bool:
+        """The INSERT of this service's record checks (bulk, so its parameters are flat)."""
+        return (statement.lstrip().upper().startswith("INSERT INTO PROBE_RESULT")
+                and "runbook_present" in repr(parameters) and f"{service.id}" in repr(parameters))
 
-    with PersonSaving(answer_id, user.id, bookkeeping_of_this_service) as person:
+    with PersonSaving(answer_id, user.id, on_statement=bookkeeping_of_this_service) as person:
         probe_services([service, *others], "schedule")
     assert person.outcome == ["ok"]
     answer = db.session.get(Answer, answer_id)

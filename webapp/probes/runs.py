@@ -25,6 +25,7 @@ from webapp.models import (
     ProbeDailyRollup,
     ProbeResult,
     ProbeRun,
+    RunbookRevision,
     Service,
     ServiceCheck,
     utcnow,
@@ -83,7 +84,11 @@ def record_checks(service: Service) -> list[CheckResult]:
             select(ProbeResult.outcome).where(ProbeResult.service_id == service.id,
                                               ProbeResult.kind == "runbook_link")
             .order_by(ProbeResult.started_at.desc(), ProbeResult.id.desc()).limit(1))
-    outcome, explanation = runbooks.presence(service, runbooks.current(service), link_outcome)
+    return _record_results(service, runbooks.current(service), link_outcome)
+
+
+def _record_results(service, revision, link_outcome: str | None) -> list[CheckResult]:
+    outcome, explanation = runbooks.presence(service, revision, link_outcome)
     results = [CheckResult("runbook_present", service.runbook_url or "", outcome, explanation)]
     results.append(CheckResult(
         "oncall_present", service.oncall_url or "", "pass" if service.oncall_url else "fail",
@@ -92,10 +97,23 @@ def record_checks(service: Service) -> list[CheckResult]:
     return results
 
 
-def record_checks_many(services: list[Service]) -> dict[int, list[CheckResult]]:
-    """`record_checks` for several services."""
-    results = {service.id: record_checks(service) for service in services}
-    return results
+def record_checks_many(service_ids: Iterable[int]) -> dict[int, list[CheckResult]]:
+    """`record_checks` for several services in three queries, whatever their number. The
+    external runbook's last outcome comes from the read model, which the sweep updated with
+    this run's `runbook_link` result before the services finish."""
+    ids = sorted(set(service_ids))
+    services = db.session.execute(select(Service.id, Service.runbook_url, Service.oncall_url)
+                                  .where(Service.id.in_(ids))).all()
+    newest = func.row_number().over(partition_by=RunbookRevision.service_id,
+                                    order_by=(RunbookRevision.created_at.desc(), RunbookRevision.id.desc()))
+    ranked = select(RunbookRevision.service_id, RunbookRevision.body, RunbookRevision.reviewed_at,
+                    newest.label("rank")).where(RunbookRevision.service_id.in_(ids)).subquery()
+    revisions = {row.service_id: row for row in db.session.execute(
+        select(ranked.c.service_id, ranked.c.body, ranked.c.reviewed_at).where(ranked.c.rank == 1))}
+    links = dict(db.session.execute(select(ServiceCheck.service_id, ServiceCheck.outcome).where(
+        ServiceCheck.service_id.in_(ids), ServiceCheck.kind == "runbook_link")).all())
+    return {service.id: _record_results(service, revisions.get(service.id), links.get(service.id))
+            for service in services}
 
 
 def services_with_drafts(service_ids: Iterable[int]) -> set[int]:
@@ -104,25 +122,25 @@ def services_with_drafts(service_ids: Iterable[int]) -> set[int]:
         Assessment.service_id.in_(list(service_ids)), Assessment.state == "draft")))
 
 
-def finish_runs(probe_runs: list[ProbeRun]) -> list[int]:
-    """The bookkeeping of finished runs, set-based: the record checks stored, the read model
-    updated, the runs finished. Returns the ids of their services that have a draft
-    assessment, whose probe-backed answers the caller updates with `apply_to_assessments`,
-    a service per transaction. Flush only."""
-    if not probe_runs:
+def finish_runs(run_ids: list[int]) -> list[tuple[int, int]]:
+    """The bookkeeping of finished runs, set-based in a fixed number of statements: the
+    record checks stored, the read model updated, the runs finished (runs already closed
+    meanwhile are left alone). Returns (service id, run id) of those whose service has a
+    draft assessment, whose probe-backed answers the caller updates with
+    `apply_to_assessments`, a service per transaction. Flush only."""
+    refs = [RunRef(*row) for row in db.session.execute(  # reads first: the write transaction starts below
+        select(ProbeRun.id, ProbeRun.service_id).where(ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))
+        .order_by(ProbeRun.id))]
+    if not refs:
         return []
-    services = {run.service_id: run.service for run in probe_runs}
-    checks = record_checks_many(list(services.values()))
-    latest = load_checks(services)  # reads first: the write transaction starts below
-    drafts = services_with_drafts(services)
-    rows = [store_result(run, result) for run in probe_runs for result in checks[run.service_id]]
-    db.session.flush()
-    record_latest_many(rows, latest)
-    finished = utcnow()
-    for run in probe_runs:
-        run.finished_at = finished
-    db.session.flush()
-    return sorted(drafts)
+    service_ids = {ref.service_id for ref in refs}
+    checks = record_checks_many(service_ids)
+    drafts = services_with_drafts(service_ids)
+    store_results([(ref, result) for ref in refs for result in checks.get(ref.service_id, [])])
+    db.session.execute(update(ProbeRun).where(ProbeRun.id.in_([ref.id for ref in refs]),
+                                              ProbeRun.finished_at.is_(None))
+                       .values(finished_at=utcnow()).execution_options(synchronize_session=False))
+    return [(ref.service_id, ref.id) for ref in refs if ref.service_id in drafts]
 
 
 def due_services(now: datetime | None = None) -> list[Service]:
@@ -137,25 +155,42 @@ JITTER = 0.1  # reschedules land within ±10% of the interval, so a spread never
 
 
 def next_probe_time(service: Service, now: datetime | None = None) -> datetime:
+    return _next_probe_time(service.probe_interval_minutes, now)
+
+
+def _next_probe_time(interval_minutes: int, now: datetime | None = None) -> datetime:
     """One interval from now, give or take 10%: services probed in the same sweep drift
     apart instead of staying in lockstep forever."""
-    interval = service.probe_interval_minutes * 60
+    interval = interval_minutes * 60
     return (now or utcnow()) + timedelta(seconds=interval * random.uniform(1 - JITTER, 1 + JITTER))
 
 
 def start_run(service: Service, trigger: str) -> ProbeRun:
-    return start_runs([service], trigger)[0]
-
-
-def start_runs(services: list[Service], trigger: str) -> list[ProbeRun]:
-    """Start a run for each service and move its next probe time on; one flush."""
-    probe_runs = []
-    for service in services:
-        service.next_probe_at = next_probe_time(service)
-        probe_runs.append(ProbeRun(service_id=service.id, trigger=trigger))
-    db.session.add_all(probe_runs)
+    """One run ("Probe now"), through the ORM: the view shows it."""
+    service.next_probe_at = next_probe_time(service)
+    run = ProbeRun(service_id=service.id, trigger=trigger)
+    db.session.add(run)
     db.session.flush()
-    return probe_runs
+    return run
+
+
+def start_runs(service_ids: list[int], trigger: str) -> list[RunRef]:
+    """Start a run for each service and move its next probe time on, in three statements
+    (executemany), with no ORM objects. Flush only."""
+    now = utcnow()
+    intervals = dict(db.session.execute(select(Service.id, Service.probe_interval_minutes)
+                                        .where(Service.id.in_(service_ids))).all())
+    ids = [service_id for service_id in service_ids if service_id in intervals]
+    if not ids:
+        return []
+    table, services = ProbeRun.__table__, Service.__table__
+    refs = db.session.execute(
+        table.insert().returning(table.c.id, table.c.service_id, sort_by_parameter_order=True),
+        [{"service_id": service_id, "trigger": trigger, "started_at": now} for service_id in ids]).all()
+    db.session.execute(services.update().where(services.c.id == bindparam("sid"))
+                       .values(next_probe_at=bindparam("at")),
+                       [{"sid": service_id, "at": _next_probe_time(intervals[service_id], now)} for service_id in ids])
+    return [RunRef(ref.id, ref.service_id) for ref in refs]
 
 
 def store_result(run: ProbeRun | RunRef, result: CheckResult) -> ProbeResult:
@@ -170,32 +205,56 @@ def store_result(run: ProbeRun | RunRef, result: CheckResult) -> ProbeResult:
     return row
 
 
-def load_checks(service_ids: Iterable[int]) -> dict[tuple[int, str], ServiceCheck]:
-    """The read model's rows for these services, by (service id, kind)."""
-    return {(c.service_id, c.kind): c for c in db.session.scalars(select(ServiceCheck).where(
-        ServiceCheck.service_id.in_(set(service_ids))))}
+def _result_row(ref: RunRef, result: CheckResult, finished: datetime) -> dict:
+    return {"run_id": ref.id, "service_id": ref.service_id, "kind": result.kind, "url": result.url[:2048],
+            "started_at": finished - timedelta(milliseconds=result.duration_ms), "finished_at": finished,
+            "outcome": result.outcome, "status_code": result.status_code,
+            "latency_ms": round(result.duration_ms, 1), "error_code": result.error_code,
+            "explanation": result.explanation[:2000], "details": bounded_details(result.details)}
 
 
-def record_latest_many(rows: list[ProbeResult], checks: dict[tuple[int, str], ServiceCheck] | None = None) -> None:
-    """`record_latest` for a batch (flushed rows), with one SELECT for the whole batch, or
-    none if the caller loaded `checks` before writing (SQLite: before taking the lock)."""
-    if not rows:
+def store_results(batch: list[tuple[RunRef, CheckResult]]) -> None:
+    """Store a batch of results and keep the read model's latest outcome per service and
+    kind, in a fixed number of statements (executemany, no ORM objects): a sweep stores
+    thousands of rows, and the ORM's per-object work was most of its time. Flush only."""
+    if not batch:
         return
-    if checks is None:
-        checks = load_checks(row.service_id for row in rows)
-    for row in sorted(rows, key=lambda r: r.id):
-        check = checks.get((row.service_id, row.kind))
+    finished = utcnow()
+    service_ids = {ref.service_id for ref, _result in batch}
+    known = {(row.service_id, row.kind): row for row in db.session.execute(  # read before writing
+        select(ServiceCheck.id, ServiceCheck.service_id, ServiceCheck.kind, ServiceCheck.outcome,
+               ServiceCheck.changed_at).where(ServiceCheck.service_id.in_(service_ids)))}
+    table = ProbeResult.__table__
+    stored = db.session.execute(
+        table.insert().returning(table.c.id, sort_by_parameter_order=True),
+        [_result_row(ref, result, finished) for ref, result in batch]).scalars().all()
+    latest: dict[tuple[int, str], tuple[int, str]] = {}
+    for result_id, (ref, result) in zip(stored, batch, strict=True):
+        latest[(ref.service_id, result.kind)] = (result_id, result.outcome)  # in id order: newest wins
+    added, moved, events = [], [], []
+    for (service_id, kind), (result_id, outcome) in latest.items():
+        check = known.get((service_id, kind))
         if check is None:
-            check = checks[(row.service_id, row.kind)] = ServiceCheck(
-                service_id=row.service_id, kind=row.kind, outcome=row.outcome, changed_at=row.finished_at)
-            db.session.add(check)
-        elif check.outcome != row.outcome:
+            added.append({"service_id": service_id, "kind": kind, "outcome": outcome, "result_id": result_id,
+                          "checked_at": finished, "changed_at": finished})
+            continue
+        changed = check.outcome != outcome
+        if changed:
             # A probe turning red or green is part of the service's story (its timeline).
-            db.session.add(AuditEvent(action="probe.changed", object_type="servicecheck", object_id=check.id,
-                                      service_id=row.service_id, before={"outcome": check.outcome},
-                                      after={"kind": row.kind, "outcome": row.outcome}))
-            check.outcome, check.changed_at = row.outcome, row.finished_at
-        check.result_id, check.checked_at = row.id, row.finished_at
+            events.append({"action": "probe.changed", "object_type": "servicecheck", "object_id": check.id,
+                           "service_id": service_id, "before": {"outcome": check.outcome},
+                           "after": {"kind": kind, "outcome": outcome}, "at": finished})
+        moved.append({"check_id": check.id, "new_outcome": outcome, "new_result": result_id,
+                      "new_checked": finished, "new_changed": finished if changed else check.changed_at})
+    checks = ServiceCheck.__table__
+    if added:
+        db.session.execute(checks.insert(), added)
+    if moved:
+        db.session.execute(checks.update().where(checks.c.id == bindparam("check_id")).values(
+            outcome=bindparam("new_outcome"), result_id=bindparam("new_result"),
+            checked_at=bindparam("new_checked"), changed_at=bindparam("new_changed")), moved)
+    if events:
+        db.session.execute(AuditEvent.__table__.insert(), events)
 
 
 def record_latest(row: ProbeResult) -> ServiceCheck:

@@ -35,8 +35,8 @@ from webapp.probes.rules import CheckResult, run_check
 log = logging.getLogger("webapp.probes")
 BATCH_SECONDS = 0.5
 BATCH_ROWS = 100  # results per commit while a sweep runs: keeps each write transaction short
-START_BATCH = 25  # runs started per commit
-FINISH_BATCH = 10  # services whose bookkeeping shares a transaction (a conflict redoes them one by one)
+START_BATCH = 100  # runs started per commit (three statements)
+FINISH_BATCH = 50  # services whose bookkeeping shares a transaction (a conflict redoes them one by one)
 CONFLICTS = (StaleDataError, IntegrityError, OperationalError)
 SWEEP_LOCK, RETENTION_LOCK = "probe-sweep", "probe-retention"
 ABANDONED_AFTER = timedelta(minutes=15)  # far beyond any sweep's ceil(hanging / concurrency) × deadline
@@ -75,13 +75,28 @@ def sweep_lock_ttl() -> timedelta:
     return timedelta(seconds=max(60, 6 * current_app.config["PROBE_DEADLINE_SECONDS"]))
 
 
+@contextmanager
+def _own_session():
+    """The sweep works in a session of its own (a fresh app context) that holds no ORM
+    objects between transactions: with 1,000 services in the caller's identity map, every
+    one of a sweep's hundreds of commits expired them all (most of a sweep's time). The
+    caller's objects are expired afterwards, so it reads what the sweep wrote."""
+    with current_app.app_context():
+        yield
+    db.session.expire_all()
+
+
 def probe_services(services: list[Service], trigger: str, lease: locks.Lease | None = None) -> list[int]:
     """Start a run for each service, then probe them all together. Commits."""
+    service_ids = [service.id for service in services]  # before the commit expires them
+    db.session.commit()
     run_ids = []
-    for first in range(0, len(services), START_BATCH):
-        run_ids += [run.id for run in runs.start_runs(services[first:first + START_BATCH], trigger)]
-        db.session.commit()
-    return complete_runs(run_ids, lease)
+    with _own_session():
+        for first in range(0, len(service_ids), START_BATCH):
+            run_ids += [ref.id for ref in runs.start_runs(service_ids[first:first + START_BATCH], trigger)]
+            db.session.commit()
+    complete_runs(run_ids, lease)
+    return run_ids
 
 
 def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[int]:
@@ -89,34 +104,34 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
     do each service's bookkeeping (record checks, finish the run, answer probe-backed items)
     in its own transaction as soon as its last result is in. Commits. No run is left
     unfinished."""
-    try:
-        probe_runs = db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
-            ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))).all()
-        refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
-        targets = [(refs[run.id], kind, url, runs.check_options(run.service, kind))
-                   for run in probe_runs for kind, url in runs.network_targets(run.service)]
-        db.session.commit()  # end the read transaction before the long wait on the network
-        sweep = Sweep(targets, lease)
-        if asyncio.run(sweep.run()):
-            return run_ids  # stopping: the finally below closes the runs
-        _finish_services(sorted(refs.keys() - sweep.finished))  # services with nothing to fetch
-    finally:
-        _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
-                          if STOPPING.is_set() else "failed: the run could not finish")
+    with _own_session():
+        try:
+            probe_runs = db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
+                ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))).all()
+            refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
+            targets = [(refs[run.id], kind, url, runs.check_options(run.service, kind))
+                       for run in probe_runs for kind, url in runs.network_targets(run.service)]
+            db.session.commit()  # end the read transaction before the long wait on the network
+            db.session.expunge_all()
+            sweep = Sweep(targets, lease)
+            if asyncio.run(sweep.run()):
+                return run_ids  # stopping: the finally below closes the runs
+            _finish_services(sorted(refs.keys() - sweep.finished))  # services with nothing to fetch
+        finally:
+            _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
+                              if STOPPING.is_set() else "failed: the run could not finish")
     return run_ids
 
 
 def _finish_services(run_ids: list[int]) -> None:
-    """The bookkeeping of a small batch of services in one short transaction, then each
-    service's probe-backed answers in a transaction of its own. On a conflict (someone saved
-    meanwhile, SQLite busy) the batch is redone service by service, so a conflict costs one
-    service, never the others."""
+    """The bookkeeping of a batch of services in one short transaction (a fixed number of
+    statements), then each service's probe-backed answers in a transaction of its own. On a
+    conflict (SQLite busy, two sweeps at once) the batch is redone service by service, so a
+    conflict costs one service, never the others."""
     for first in range(0, len(run_ids), FINISH_BATCH):
         batch = run_ids[first:first + FINISH_BATCH]
         try:
-            open_runs = _open_runs(batch)
-            runs_of = {run.service_id: run.id for run in open_runs}
-            drafts = runs.finish_runs(open_runs)
+            drafts = runs.finish_runs(batch)
             db.session.commit()
         except CONFLICTS as exc:
             db.session.rollback()
@@ -124,13 +139,8 @@ def _finish_services(run_ids: list[int]) -> None:
             for run_id in batch:
                 _finish_service(run_id)
             continue
-        for service_id in drafts:
-            _answer_from_probes(service_id, runs_of[service_id])
-
-
-def _open_runs(run_ids: list[int]) -> list[ProbeRun]:
-    return list(db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
-        ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None)).order_by(ProbeRun.id)))
+        for service_id, run_id in drafts:
+            _answer_from_probes(service_id, run_id)
 
 
 def _finish_service(run_id: int) -> None:
@@ -139,10 +149,9 @@ def _finish_service(run_id: int) -> None:
     error: Exception | None = None
     for _attempt in range(2):
         try:
-            open_runs = _open_runs([run_id])
-            drafts = runs.finish_runs(open_runs)
+            drafts = runs.finish_runs([run_id])
             db.session.commit()
-            for service_id in drafts:
+            for service_id, _run_id in drafts:
                 _answer_from_probes(service_id, run_id)
             return
         except CONFLICTS as exc:
@@ -156,20 +165,24 @@ def _answer_from_probes(service_id: int, run_id: int) -> None:
     """One service's probe-backed answers in one transaction; a conflict (a person saved the
     same answer) is retried once against the fresh answer; if it still fails, the run says
     so and the next sweep tries again."""
-    for attempt in range(2):
-        try:
-            runs.apply_to_assessments(db.session.get(Service, service_id))
-            db.session.commit()
-            return
-        except CONFLICTS as exc:
-            db.session.rollback()
-            log.warning("probe run %s: answers conflict (%s), attempt %d", run_id, type(exc).__name__, attempt + 1)
-            error = f"answers not updated: conflict ({type(exc).__name__})"
     try:
-        db.session.execute(update(ProbeRun).where(ProbeRun.id == run_id).values(error=error))
-        db.session.commit()
-    except CONFLICTS:
-        db.session.rollback()
+        for attempt in range(2):
+            try:
+                runs.apply_to_assessments(db.session.get(Service, service_id))
+                db.session.commit()
+                return
+            except CONFLICTS as exc:
+                db.session.rollback()
+                log.warning("probe run %s: answers conflict (%s), attempt %d", run_id, type(exc).__name__,
+                            attempt + 1)
+                error = f"answers not updated: conflict ({type(exc).__name__})"
+        try:
+            db.session.execute(update(ProbeRun).where(ProbeRun.id == run_id).values(error=error))
+            db.session.commit()
+        except CONFLICTS:
+            db.session.rollback()
+    finally:
+        db.session.expunge_all()  # the sweep's session keeps no objects between services
 
 
 def _close_unfinished(run_ids: list[int], error: str) -> None:
@@ -187,10 +200,7 @@ def _store_batch(batch: list[tuple[runs.RunRef, CheckResult]]) -> None:
     """Store a batch of results and the read model's latest outcomes in one short
     transaction; on a conflict, retry row by row so one bad row costs only itself."""
     try:
-        latest = runs.load_checks(ref.service_id for ref, _result in batch)  # read before writing
-        rows = [runs.store_result(ref, result) for ref, result in batch]
-        db.session.flush()
-        runs.record_latest_many(rows, latest)
+        runs.store_results(batch)
         db.session.commit()
         return
     except CONFLICTS as exc:
