@@ -334,13 +334,16 @@ def apply_to_assessments(service: Service) -> int:
                                                          Assessment.state == "draft")).all()
     for assessment in drafts:
         touched = False
-        for item in assessments.checklist_for(assessment).items:
-            check = latest.get(item.probe) if item.probe else None
-            if check is None or check.result_id is None or not item.applies_to(service.tier):
-                continue
-            answer = assessments.record_probe_answer(assessment, item.key, ANSWER_FOR_OUTCOME[check.outcome],
-                                                     check.result_id)
-            touched = touched or answer is not None
+        # Reads first, one flush at the end: on SQLite the write lock is taken at the first
+        # write and held to the commit, so flushing per answer held it across every read.
+        with db.session.no_autoflush:
+            for item in assessments.checklist_for(assessment).items:
+                check = latest.get(item.probe) if item.probe else None
+                if check is None or check.result_id is None or not item.applies_to(service.tier):
+                    continue
+                answer = assessments.record_probe_answer(assessment, item.key, ANSWER_FOR_OUTCOME[check.outcome],
+                                                         check.result_id, flush=False)
+                touched = touched or answer is not None
         if touched:
             assessments.refresh_score(assessment)
             changed += 1
