@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -124,10 +125,16 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
 
 
 def _finish_services(run_ids: list[int]) -> None:
+    for _step in _finishing(run_ids):
+        pass
+
+
+def _finishing(run_ids: list[int]) -> Iterator[None]:
     """The bookkeeping of a batch of services in one short transaction (a fixed number of
-    statements), then each service's probe-backed answers in a transaction of its own. On a
-    conflict (SQLite busy, two sweeps at once) the batch is redone service by service, so a
-    conflict costs one service, never the others."""
+    statements), then each service's probe-backed answers in a transaction of its own,
+    yielding after each transaction (the sweep lets its event loop run there). On a conflict
+    (SQLite busy, two sweeps at once) the batch is redone service by service, so a conflict
+    costs one service, never the others."""
     for first in range(0, len(run_ids), FINISH_BATCH):
         batch = run_ids[first:first + FINISH_BATCH]
         try:
@@ -138,9 +145,12 @@ def _finish_services(run_ids: list[int]) -> None:
             log.info("probe bookkeeping conflict (%s); redoing %d services one by one", type(exc).__name__, len(batch))
             for run_id in batch:
                 _finish_service(run_id)
+                yield
             continue
+        yield
         for service_id, run_id in drafts:
             _answer_from_probes(service_id, run_id)
+            yield
 
 
 def _finish_service(run_id: int) -> None:
@@ -244,7 +254,11 @@ class Sweep:
             tasks = [asyncio.create_task(one(fetcher, *target)) for target in self.targets]
             while not all(task.done() for task in tasks):
                 await asyncio.wait(tasks, timeout=BATCH_SECONDS)
-                self.flush()
+                # The database work runs on this thread between network events, a
+                # transaction at a time: done in one go, it stalled the loop for seconds
+                # and the targets' deadlines ran out meanwhile (healthy ones timed out).
+                for _step in self.steps():
+                    await asyncio.sleep(0)
                 if STOPPING.is_set():
                     for task in tasks:
                         task.cancel()
@@ -257,17 +271,24 @@ class Sweep:
         return False
 
     def flush(self, bookkeeping: bool = True) -> None:
+        for _step in self.steps(bookkeeping):
+            pass
+
+    def steps(self, bookkeeping: bool = True) -> Iterator[None]:
+        """Store the results in hand and finish the services whose last result is in,
+        yielding after each transaction."""
         taken, self.pending[:] = self.pending[:], []
         for first in range(0, len(taken), BATCH_ROWS):
             _store_batch(taken[first:first + BATCH_ROWS])
+            yield
         done = []
         for ref, _result in taken:
             self.remaining[ref.id] -= 1
             if self.remaining[ref.id] == 0:
                 done.append(ref.id)
         if bookkeeping:
-            _finish_services(done)
             self.finished.update(done)
+            yield from _finishing(done)
         if self.lease is not None and time.monotonic() - self.renewed > self.lease.ttl.total_seconds() / 3:
             self.renewed = time.monotonic()
             if not self.lease.renew():
