@@ -12,8 +12,8 @@ never answers. Uses a scratch SQLite database, or the PostgreSQL database given 
 the test suite's local servers on 127.0.0.1. Prints numbers; asserts nothing:
 
 - wall time of the sweep, and the floor the concurrency limit sets:
-  ceil(hanging requests / PROBE_CONCURRENCY) × deadline (a hanging service costs three
-  hanging requests: health, the first latency sample, correlation id);
+  ceil(hanging requests / PROBE_CONCURRENCY) × deadline (a hanging health URL costs one
+  hanging request: health, correlation id and the first latency sample share it);
 - the longest write transaction: from the moment its first INSERT/UPDATE/DELETE returned
   (on SQLite: the write lock is taken) to its COMMIT or ROLLBACK, per connection
   (SQLAlchemy engine events) — on SQLite, how long the database write lock was held;
@@ -208,7 +208,7 @@ def main() -> None:
     server.wait()
     targets_cpu = _children_cpu() - writer_cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    hanging_requests = 3 * hanging_services
+    hanging_requests = hanging_services  # health, correlation id and latency share the first request
     floor = math.ceil(hanging_requests / concurrency) * args.deadline
     print(f"app sweep on {url.split(':')[0]}: {args.services} services ({hanging_services} hanging), "
           f"{stored} results, {unfinished} runs unfinished")

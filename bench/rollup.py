@@ -31,10 +31,11 @@ OUTCOMES = ("pass", "pass", "pass", "warn", "fail", "error")
 BATCH = 50_000
 
 
-def make_app(url: str):
+def make_app(url: str, **overrides):
     from webapp import create_app
 
-    return create_app({"SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": False, "SECRET_KEY": "bench" * 8})
+    return create_app({"SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": False, "SECRET_KEY": "bench" * 8,
+                       **overrides})
 
 
 def fill(url: str, rows: int, services: int) -> None:
@@ -44,7 +45,7 @@ def fill(url: str, rows: int, services: int) -> None:
     from webapp.extensions import db
     from webapp.models import ProbeResult, ProbeRun, Service, utcnow
 
-    app = make_app(url)
+    app = make_app(url, DB_STATEMENT_TIMEOUT_MS=600_000)  # one COPY of a million rows; the roll-up keeps the default
     with app.app_context():
         db.drop_all()
         db.create_all()

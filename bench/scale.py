@@ -168,7 +168,7 @@ def check_pages(targets: Targets, backend: str, small: list[tuple], large: list[
                   f"{dash_small[0]} and {dash_large[0]}", dash_small[0] == dash_large[0] <= 10)
     targets.check(f"{backend}: dashboard p95 < 30 ms (page of 50, 1,000 services)", f"{dash_large[2]:.1f} ms",
                   dash_large[2] < 30)
-    for label, page, queries, *_rest in large:
+    for _label, page, queries, *_rest in large:
         if page.startswith(("service page", "assessment page")):
             targets.check(f"{backend}: {page} at most 15 queries", f"{queries}", queries <= 15)
 

@@ -118,6 +118,27 @@ def test_hanging_targets_do_not_delay_healthy_ones(targets, world):
         assert (result.outcome, result.error_code) == ("error", "timeout")
 
 
+def test_a_hanging_health_url_costs_one_request_not_three(app, monkeypatch, targets, world):
+    """Health, correlation id and latency share the first request to the health URL. With
+    room for one request at a time, a hanging health URL holds the sweep one deadline (2 s);
+    before, each check waited its own deadline in turn (6 s)."""
+    _, healthy, _ = world
+    hanging = ServiceFactory(team=healthy.team, health_url=targets.url("/silence"), base_url=None)
+    db.session.commit()
+    monkeypatch.setitem(app.config, "PROBE_CONCURRENCY", 1)
+    started = time.monotonic()
+    probe_services([hanging], "schedule")
+    elapsed = time.monotonic() - started
+    assert 2 <= elapsed < 2 * 2, elapsed
+    latest = runs.latest_results(hanging)
+    for kind in ("health", "correlation_id", "latency"):
+        assert (latest[kind].outcome, latest[kind].error_code) == ("error", "timeout"), kind
+    probe_services([healthy], "schedule")
+    latest = runs.latest_results(healthy)
+    assert [latest[kind].outcome for kind in ("health", "correlation_id")] == ["pass", "pass"]
+    assert len(latest["latency"].details["samples_ms"]) == 3  # the shared request and two more
+
+
 def test_cli_check_prints_one_json_object(runner, targets):
     result = runner.invoke(args=["probes", "check", targets.url("/health"), "--kind", "health"])
     assert result.exit_code == 0, result.output

@@ -384,8 +384,8 @@ def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
     """Fold the results older than `cutoff` with ids in [low, high] into daily roll-ups
     (aggregated in SQL, added to existing roll-up rows), then delete them. Flush only.
 
-    The median latency is exact within the chunk (row_number over the sorted latencies, on
-    SQLite and PostgreSQL alike). A (service, kind, day) that spans chunks, or that already
+    The median latency is exact within the chunk (percentile_cont on PostgreSQL, row_number
+    over the sorted latencies on SQLite). A (service, kind, day) that spans chunks, or that already
     has a roll-up row, keeps the run-weighted mean of its chunk medians: an approximation
     that is exact when a day fits in one chunk (ids are in time order, so most days do).
     """
@@ -397,6 +397,20 @@ def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
           for outcome, column in (("pass", "passes"), ("warn", "warns"), ("fail", "fails"), ("error", "errors"))),
         func.count(ProbeResult.latency_ms).label("timed"),
     ).where(in_range).group_by(ProbeResult.service_id, ProbeResult.kind, day)
+    if db.engine.dialect.name == "postgresql":
+        # One pass: the median as an ordered-set aggregate, beside the counts.
+        counts = counts.add_columns(func.percentile_cont(0.5).within_group(ProbeResult.latency_ms).label("median"))
+        groups = db.session.execute(counts).all()
+        median_of = {(row.service_id, row.kind, str(row.day)): row.median for row in groups}
+    else:
+        median_of = _medians(in_range, day)
+        groups = db.session.execute(counts).all()
+    return _fold(groups, median_of, in_range)
+
+
+def _medians(in_range, day) -> dict[tuple[int, str, str], float]:
+    """Exact medians per (service, kind, day) where SQL has no median aggregate (SQLite):
+    row_number over the sorted latencies, the middle one or two averaged."""
     ranked = select(
         ProbeResult.service_id, ProbeResult.kind, day, ProbeResult.latency_ms,
         func.row_number().over(partition_by=(ProbeResult.service_id, ProbeResult.kind, day),
@@ -406,8 +420,11 @@ def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
     medians = select(ranked.c.service_id, ranked.c.kind, ranked.c.day, func.avg(ranked.c.latency_ms)).where(
         or_(ranked.c.rn == (ranked.c.n + 1) / 2, ranked.c.rn == (ranked.c.n + 2) / 2),
     ).group_by(ranked.c.service_id, ranked.c.kind, ranked.c.day)
-    median_of = {(s, k, str(d)): m for s, k, d, m in db.session.execute(medians)}
-    groups = db.session.execute(counts).all()
+    return {(s, k, str(d)): m for s, k, d, m in db.session.execute(medians)}
+
+
+def _fold(groups, median_of: dict, in_range) -> int:
+    """Add a chunk's groups to the roll-up rows, then delete the chunk's results."""
     if not groups:
         return 0
     days = sorted(row.day if isinstance(row.day, str) else row.day.isoformat() for row in groups)

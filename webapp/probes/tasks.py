@@ -31,7 +31,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from webapp.extensions import db, huey
 from webapp.models import Evidence, ProbeRun, Service, utcnow
 from webapp.probes import locks, runs
-from webapp.probes.rules import CheckResult, run_check
+from webapp.probes.rules import HEALTH_GROUP, CheckResult, run_check, run_health_group
 
 log = logging.getLogger("webapp.probes")
 BATCH_SECONDS = 0.5
@@ -110,8 +110,7 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
             probe_runs = db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
                 ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))).all()
             refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
-            targets = [(refs[run.id], kind, url, runs.check_options(run.service, kind))
-                       for run in probe_runs for kind, url in runs.network_targets(run.service)]
+            targets = [target for run in probe_runs for target in _targets(refs[run.id], run.service)]
             db.session.commit()  # end the read transaction before the long wait on the network
             db.session.expunge_all()
             sweep = Sweep(targets, lease)
@@ -122,6 +121,16 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
             _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
                               if STOPPING.is_set() else "failed: the run could not finish")
     return run_ids
+
+
+def _targets(ref: runs.RunRef, service: Service) -> list[tuple[runs.RunRef, str | tuple[str, ...], str, dict]]:
+    """What the sweep fetches for a service: health, correlation id and latency of the same
+    URL become one grouped target (`rules.run_health_group`), every other check its own."""
+    targets = [(ref, kind, url, runs.check_options(service, kind)) for kind, url in runs.network_targets(service)]
+    grouped = [t for t in targets if t[1] in HEALTH_GROUP and t[2] == service.health_url]
+    if len(grouped) < len(HEALTH_GROUP):
+        return targets
+    return [(ref, HEALTH_GROUP, service.health_url, {})] + [t for t in targets if t not in grouped]
 
 
 def _finish_services(run_ids: list[int]) -> None:
@@ -229,10 +238,13 @@ class Sweep:
     transactions. (Not in a helper thread: competing for the GIL with the busy event loop,
     a thread's transactions held SQLite's write lock for seconds.)"""
 
-    def __init__(self, targets: list[tuple[runs.RunRef, str, str, dict]], lease: locks.Lease | None):
+    def __init__(self, targets: list[tuple[runs.RunRef, str | tuple[str, ...], str, dict]],
+                 lease: locks.Lease | None):
         self.targets, self.lease = targets, lease
         self.pending: list[tuple[runs.RunRef, CheckResult]] = []
-        self.remaining = Counter(ref.id for ref, *_ in targets)
+        self.remaining = Counter()  # results still to come, per run
+        for ref, kind, *_rest in targets:
+            self.remaining[ref.id] += len(kind) if isinstance(kind, tuple) else 1
         self.finished: set[int] = set()
         self.renewed = time.monotonic()
 
@@ -240,15 +252,17 @@ class Sweep:
         """Returns True if the worker is stopping and the sweep gave up on pending targets."""
         gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
 
-        async def one(fetcher, ref: runs.RunRef, kind: str, url: str, options: dict) -> None:
+        async def one(fetcher, ref: runs.RunRef, kind: str | tuple[str, ...], url: str, options: dict) -> None:
             async with gate:
                 started = time.perf_counter()
-                result = await run_check(kind, url, fetcher, **options)
+                results = (await run_health_group(url, fetcher) if kind == HEALTH_GROUP
+                           else [await run_check(kind, url, fetcher, **options)])
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-                log.info("probe %s %s: %s in %.0f ms", kind, url, result.outcome, elapsed_ms,
-                         extra={"event": "probe.call", "probe_kind": kind, "outcome": result.outcome,
-                                "duration_ms": elapsed_ms})
-                self.pending.append((ref, result))
+                for result in results:
+                    log.info("probe %s %s: %s in %.0f ms", result.kind, url, result.outcome, elapsed_ms,
+                             extra={"event": "probe.call", "probe_kind": result.kind, "outcome": result.outcome,
+                                    "duration_ms": elapsed_ms})
+                    self.pending.append((ref, result))
 
         async with runs.make_fetcher() as fetcher:
             tasks = [asyncio.create_task(one(fetcher, *target)) for target in self.targets]
