@@ -15,8 +15,9 @@ from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql
 
-from webapp import assessments, runbooks
+from webapp import assessments, db_deadlines, runbooks
 from webapp.extensions import db
 from webapp.models import (
     Answer,
@@ -360,6 +361,7 @@ def uptime(service: Service, kind: str, since: datetime) -> tuple[float | None, 
 
 
 ROLLUP_CHUNK = 50_000
+ROLLUP_STATEMENT_SECONDS = 120  # a chunk's DELETE on a busy server; requests keep DB_STATEMENT_TIMEOUT_MS
 
 
 def _day_of(column):
@@ -398,14 +400,10 @@ def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
         func.count(ProbeResult.latency_ms).label("timed"),
     ).where(in_range).group_by(ProbeResult.service_id, ProbeResult.kind, day)
     if db.engine.dialect.name == "postgresql":
-        # One pass: the median as an ordered-set aggregate, beside the counts.
-        counts = counts.add_columns(func.percentile_cont(0.5).within_group(ProbeResult.latency_ms).label("median"))
-        groups = db.session.execute(counts).all()
-        median_of = {(row.service_id, row.kind, str(row.day)): row.median for row in groups}
+        _fold_in_sql(counts)
     else:
-        median_of = _medians(in_range, day)
-        groups = db.session.execute(counts).all()
-    return _fold(groups, median_of, in_range)
+        _fold(db.session.execute(counts).all(), _medians(in_range, day))
+    return _delete_results(in_range)
 
 
 def _medians(in_range, day) -> dict[tuple[int, str, str], float]:
@@ -423,10 +421,35 @@ def _medians(in_range, day) -> dict[tuple[int, str, str], float]:
     return {(s, k, str(d)): m for s, k, d, m in db.session.execute(medians)}
 
 
-def _fold(groups, median_of: dict, in_range) -> int:
-    """Add a chunk's groups to the roll-up rows, then delete the chunk's results."""
+def _fold_in_sql(counts) -> None:
+    """PostgreSQL: the whole fold in one statement, INSERT … SELECT … GROUP BY with the
+    median as an ordered-set aggregate (percentile_cont) and ON CONFLICT adding to existing
+    roll-up rows; no row comes back to Python (an executemany of the groups took a third
+    of the roll-up's time)."""
+    table = ProbeDailyRollup.__table__
+    grouped = counts.add_columns(
+        func.percentile_cont(0.5).within_group(ProbeResult.latency_ms).label("median")).subquery()
+    rows = select(grouped.c.service_id, grouped.c.kind, grouped.c.day, grouped.c.runs, grouped.c.passes,
+                  grouped.c.warns, grouped.c.fails, grouped.c.errors, grouped.c.median)
+    insert = postgresql.insert(table).from_select(
+        ["service_id", "kind", "day", "runs", "passes", "warns", "fails", "errors", "latency_ms_median"], rows)
+    new = insert.excluded
+    insert = insert.on_conflict_do_update(index_elements=["service_id", "kind", "day"], set_={
+        "runs": table.c.runs + new.runs, "passes": table.c.passes + new.passes, "warns": table.c.warns + new.warns,
+        "fails": table.c.fails + new.fails, "errors": table.c.errors + new.errors,
+        # run-weighted mean of the medians, as on SQLite
+        "latency_ms_median": case(
+            (new.latency_ms_median.is_(None), table.c.latency_ms_median),
+            (table.c.latency_ms_median.is_(None), new.latency_ms_median),
+            else_=(table.c.latency_ms_median * table.c.runs + new.latency_ms_median * new.runs)
+            / (table.c.runs + new.runs))})
+    db.session.execute(insert)
+
+
+def _fold(groups, median_of: dict) -> None:
+    """Add a chunk's groups to the roll-up rows (SQLite: the merge in Python)."""
     if not groups:
-        return 0
+        return
     days = sorted(row.day if isinstance(row.day, str) else row.day.isoformat() for row in groups)
     parse = datetime.fromisoformat
     # The chunk's ids are in time order, so its days are a short range: one range query.
@@ -457,6 +480,11 @@ def _fold(groups, median_of: dict, in_range) -> int:
             runs=table.c.runs + bindparam("add_runs"), passes=table.c.passes + bindparam("add_passes"),
             warns=table.c.warns + bindparam("add_warns"), fails=table.c.fails + bindparam("add_fails"),
             errors=table.c.errors + bindparam("add_errors"), latency_ms_median=bindparam("median")), updates)
+
+
+def _delete_results(in_range) -> int:
+    """Delete a chunk's results, first unlinking the answers and read-model rows that
+    point at them. Flush only."""
     doomed = select(ProbeResult.id).where(in_range).scalar_subquery()
     db.session.execute(update(Answer).where(Answer.probe_result_id.in_(doomed)).values(probe_result_id=None)
                        .execution_options(synchronize_session=False))
@@ -476,7 +504,8 @@ def roll_up_old_results(retention_days: int, now: datetime | None = None, chunk:
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
     removed = 0
     for low, high in list(old_result_ranges(cutoff, chunk)):
-        removed += roll_up_range(cutoff, low, high)
+        with db_deadlines.longer(db.session, ROLLUP_STATEMENT_SECONDS):
+            removed += roll_up_range(cutoff, low, high)
         if after_chunk is not None:
             after_chunk()
     empty = select(ProbeRun.id).where(ProbeRun.finished_at < cutoff, ~ProbeRun.results.any())
