@@ -504,10 +504,10 @@ def roll_up_old_results(retention_days: int, now: datetime | None = None, chunk:
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
     removed = 0
     for low, high in list(old_result_ranges(cutoff, chunk)):
-        with db_deadlines.longer(db.session, ROLLUP_STATEMENT_SECONDS):
+        with db_deadlines.longer(db.session, ROLLUP_STATEMENT_SECONDS):  # its COMMIT too
             removed += roll_up_range(cutoff, low, high)
-        if after_chunk is not None:
-            after_chunk()
+            if after_chunk is not None:
+                after_chunk()
     empty = select(ProbeRun.id).where(ProbeRun.finished_at < cutoff, ~ProbeRun.results.any())
     db.session.execute(delete(ProbeRun).where(ProbeRun.id.in_(empty.scalar_subquery()))
                        .execution_options(synchronize_session=False))
