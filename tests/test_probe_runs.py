@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import current_app
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -547,6 +547,27 @@ def test_roll_up_aggregates_in_chunks_and_adds_to_existing_rows(world):
     assert 10.0 <= got[("health", "2026-01-10")][5] <= 30.0  # chunks of 2: weighted chunk medians
     exact = runs.roll_up_old_results(30, now=datetime(2026, 3, 1, tzinfo=UTC))
     assert exact == 0
+
+
+def test_the_roll_up_runs_its_chunks_with_a_longer_statement_deadline_than_requests(world):
+    """PostgreSQL: requests keep DB_STATEMENT_TIMEOUT_MS (5 s), which cut the roll-up's
+    50,000-row DELETE and its COMMIT on a busy server; each chunk's transaction gets longer."""
+    if db.engine.dialect.name != "postgresql":  # not a missing resource: SQLite has no statement timeout
+        pytest.skip("statement_timeout is PostgreSQL's")
+    _, service, _ = world
+    run = runs.start_run(service, "schedule")
+    runs.finish_run(run)
+    old = datetime(2026, 1, 10, tzinfo=UTC)
+    db.session.execute(insert(ProbeResult), [{"run_id": run.id, "service_id": service.id, "kind": "health",
+                                              "url": "http://x", "started_at": old, "finished_at": old,
+                                              "outcome": "pass", "explanation": "", "details": {}}])
+    db.session.commit()
+    request_timeout = db.session.scalar(text("SHOW statement_timeout"))
+    seen = []
+    runs.roll_up_old_results(30, now=datetime(2026, 3, 1, tzinfo=UTC), after_chunk=lambda: (
+        seen.append(db.session.scalar(text("SHOW statement_timeout"))), db.session.commit()))
+    assert seen == [f"{runs.ROLLUP_STATEMENT_SECONDS // 60}min"]
+    assert db.session.scalar(text("SHOW statement_timeout")) == request_timeout != seen[0]
 
 
 def test_runbook_present_passes_on_a_reviewed_runbook_or_a_link_that_answers(world, targets):
