@@ -116,6 +116,7 @@ def main() -> None:
 
     from sqlalchemy import func, select
 
+    from bench.app_sweep import WriteTimer
     from webapp import db_deadlines
     from webapp.extensions import db
     from webapp.models import ProbeDailyRollup, ProbeResult
@@ -131,6 +132,7 @@ def main() -> None:
             chunks += 1
             db.session.commit()
 
+        timer = WriteTimer(db.engine)  # first write to COMMIT: on SQLite, the write lock held
         started, started_cpu = time.monotonic(), time.process_time()
         removed = runs.roll_up_old_results(30, after_chunk=after_chunk)
         db.session.commit()
@@ -143,9 +145,9 @@ def main() -> None:
         db.drop_all()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"roll-up on {url.split(':')[0]}: {removed:,} results folded into {rollups:,} daily rows "
-          f"({total:,} runs counted, {left} left) in {chunks} chunks of {runs.ROLLUP_CHUNK:,}: "
+          f"({total:,} runs counted, {left} left) in {chunks} chunks: "
           f"wall {wall:.1f} s, peak RSS {peak:.0f} MB (app loaded: {before_rss:.0f} MB); CPU of this process "
-          f"{cpu:.1f} s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+          f"{cpu:.1f} s; longest write transaction {timer.longest * 1000:.0f} ms; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
