@@ -12,8 +12,8 @@ never answers. Uses a scratch SQLite database, or the PostgreSQL database given 
 the test suite's local servers on 127.0.0.1. Prints numbers; asserts nothing:
 
 - wall time of the sweep, and the floor the concurrency limit sets:
-  ceil(hanging requests / PROBE_CONCURRENCY) × deadline (a hanging service costs three
-  hanging requests: health, the first latency sample, correlation id);
+  ceil(hanging requests / PROBE_CONCURRENCY) × deadline (a hanging health URL costs one
+  hanging request: health, correlation id and the first latency sample share it);
 - the longest write transaction: from the moment its first INSERT/UPDATE/DELETE returned
   (on SQLite: the write lock is taken) to its COMMIT or ROLLBACK, per connection
   (SQLAlchemy engine events) — on SQLite, how long the database write lock was held;
@@ -27,6 +27,8 @@ The targets run in a child process too, so only the sweep runs in this one.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import logging
 import math
 import multiprocessing
 import os
@@ -67,6 +69,11 @@ class WriteTimer:
                 if held > self.longest:
                     self.longest, self.what = held, what
                 self.count += 1
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def serve_targets() -> None:
@@ -121,6 +128,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="PROBE_CONCURRENCY (default: the app's)")
     parser.add_argument("--assessments", type=int, default=50, help="services with a draft assessment")
     parser.add_argument("--postgres", metavar="URL", help="a throwaway PostgreSQL database instead of SQLite")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the sweep to FILE")
     parser.add_argument("--serve-targets", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_targets:
@@ -145,6 +153,7 @@ def main() -> None:
     if args.concurrency:
         overrides["PROBE_CONCURRENCY"] = args.concurrency
     app = create_app(overrides)
+    logging.getLogger("webapp.probes").setLevel(logging.WARNING)  # not 4,000 lines of "probe ..."
     concurrency = app.config["PROBE_CONCURRENCY"]
     raise_open_files_limit(concurrency)
     every = max(1, args.services // max(1, args.hanging))
@@ -175,25 +184,40 @@ def main() -> None:
         with app.app_context():
             due = db.session.scalars(select(Service).order_by(Service.id)).all()
             writer.start()
-            started = time.monotonic()
+            profiler = cProfile.Profile() if args.profile else None
+            started, started_cpu = time.monotonic(), time.process_time()
+            if profiler:
+                profiler.enable()
             probe_services(due, "schedule")
-            wall = time.monotonic() - started
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            wall, cpu = time.monotonic() - started, time.process_time() - started_cpu
             stop.set()
             saves = report.get(timeout=60)
             writer.join()
+            writer_cpu = _children_cpu()
             stored = db.session.scalar(select(func.count(ProbeResult.id)))
+            outcomes = db.session.execute(select(ProbeResult.kind, ProbeResult.outcome, ProbeResult.error_code,
+                                                 func.count()).group_by(ProbeResult.kind, ProbeResult.outcome,
+                                                                        ProbeResult.error_code)).all()
             unfinished = db.session.scalar(select(func.count(ProbeRun.id)).where(ProbeRun.finished_at.is_(None)))
             db.session.remove()  # release its locks, or PostgreSQL's DROP waits for them forever
             db.drop_all()
     server.stdin.close()
     server.wait()
+    targets_cpu = _children_cpu() - writer_cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    hanging_requests = 3 * hanging_services
+    hanging_requests = hanging_services  # health, correlation id and latency share the first request
     floor = math.ceil(hanging_requests / concurrency) * args.deadline
     print(f"app sweep on {url.split(':')[0]}: {args.services} services ({hanging_services} hanging), "
           f"{stored} results, {unfinished} runs unfinished")
-    print(f"  wall {wall:.2f} s; floor ceil({hanging_requests} hanging requests / PROBE_CONCURRENCY {concurrency})"
+    print("  results: " + ", ".join(f"{kind} {outcome}{'/' + code if code else ''} {n}"
+                                    for kind, outcome, code, n in sorted(outcomes)))
+    print(f"  wall {wall:.2f} s (CPU {cpu:.2f} s in the sweep's process; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}); floor ceil({hanging_requests} hanging requests / PROBE_CONCURRENCY {concurrency})"
           f" x {args.deadline} s deadline = {floor} s; over the floor by {wall - floor:+.2f} s")
+    print(f"  CPU of the target server process {targets_cpu:.1f} s (it stands in for 1,000 machines)")
     print(f"  longest write transaction {timer.longest * 1000:.0f} ms ({timer.what} ...) "
           f"over {timer.count} write transactions")
     print(f"  concurrent saves: {saves['ok']} ok, {saves['failed']} failed, slowest {saves['slowest'] * 1000:.0f} ms"

@@ -31,10 +31,11 @@ OUTCOMES = ("pass", "pass", "pass", "warn", "fail", "error")
 BATCH = 50_000
 
 
-def make_app(url: str):
+def make_app(url: str, **overrides):
     from webapp import create_app
 
-    return create_app({"SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": False, "SECRET_KEY": "bench" * 8})
+    return create_app({"SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": False, "SECRET_KEY": "bench" * 8,
+                       **overrides})
 
 
 def fill(url: str, rows: int, services: int) -> None:
@@ -44,7 +45,7 @@ def fill(url: str, rows: int, services: int) -> None:
     from webapp.extensions import db
     from webapp.models import ProbeResult, ProbeRun, Service, utcnow
 
-    app = make_app(url)
+    app = make_app(url, DB_STATEMENT_TIMEOUT_MS=600_000)  # one COPY of a million rows; the roll-up keeps the default
     with app.app_context():
         db.drop_all()
         db.create_all()
@@ -115,6 +116,8 @@ def main() -> None:
 
     from sqlalchemy import func, select
 
+    from bench.app_sweep import WriteTimer
+    from webapp import db_deadlines
     from webapp.extensions import db
     from webapp.models import ProbeDailyRollup, ProbeResult
     from webapp.probes import runs
@@ -129,19 +132,22 @@ def main() -> None:
             chunks += 1
             db.session.commit()
 
-        started = time.monotonic()
+        timer = WriteTimer(db.engine)  # first write to COMMIT: on SQLite, the write lock held
+        started, started_cpu = time.monotonic(), time.process_time()
         removed = runs.roll_up_old_results(30, after_chunk=after_chunk)
         db.session.commit()
-        wall = time.monotonic() - started
-        left = db.session.scalar(select(func.count(ProbeResult.id)))
-        rollups, total = db.session.execute(select(func.count(ProbeDailyRollup.id),
-                                                   func.sum(ProbeDailyRollup.runs))).one()
+        wall, cpu = time.monotonic() - started, time.process_time() - started_cpu
+        with db_deadlines.longer(db.session, 600):  # counting over a million dead rows
+            left = db.session.scalar(select(func.count(ProbeResult.id)))
+            rollups, total = db.session.execute(select(func.count(ProbeDailyRollup.id),
+                                                       func.sum(ProbeDailyRollup.runs))).one()
         db.session.remove()
         db.drop_all()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"roll-up on {url.split(':')[0]}: {removed:,} results folded into {rollups:,} daily rows "
-          f"({total:,} runs counted, {left} left) in {chunks} chunks of {runs.ROLLUP_CHUNK:,}: "
-          f"wall {wall:.1f} s, peak RSS {peak:.0f} MB (app loaded: {before_rss:.0f} MB)")
+          f"({total:,} runs counted, {left} left) in {chunks} chunks: "
+          f"wall {wall:.1f} s, peak RSS {peak:.0f} MB (app loaded: {before_rss:.0f} MB); CPU of this process "
+          f"{cpu:.1f} s; longest write transaction {timer.longest * 1000:.0f} ms; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

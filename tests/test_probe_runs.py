@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import current_app
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -116,6 +116,27 @@ def test_hanging_targets_do_not_delay_healthy_ones(targets, world):
     for service in hanging:
         result = runs.latest_results(service)["health"]
         assert (result.outcome, result.error_code) == ("error", "timeout")
+
+
+def test_a_hanging_health_url_costs_one_request_not_three(app, monkeypatch, targets, world):
+    """Health, correlation id and latency share the first request to the health URL. With
+    room for one request at a time, a hanging health URL holds the sweep one deadline (2 s);
+    before, each check waited its own deadline in turn (6 s)."""
+    _, healthy, _ = world
+    hanging = ServiceFactory(team=healthy.team, health_url=targets.url("/silence"), base_url=None)
+    db.session.commit()
+    monkeypatch.setitem(app.config, "PROBE_CONCURRENCY", 1)
+    started = time.monotonic()
+    probe_services([hanging], "schedule")
+    elapsed = time.monotonic() - started
+    assert 2 <= elapsed < 2 * 2, elapsed
+    latest = runs.latest_results(hanging)
+    for kind in ("health", "correlation_id", "latency"):
+        assert (latest[kind].outcome, latest[kind].error_code) == ("error", "timeout"), kind
+    probe_services([healthy], "schedule")
+    latest = runs.latest_results(healthy)
+    assert [latest[kind].outcome for kind in ("health", "correlation_id")] == ["pass", "pass"]
+    assert len(latest["latency"].details["samples_ms"]) == 3  # the shared request and two more
 
 
 def test_cli_check_prints_one_json_object(runner, targets):
@@ -321,11 +342,13 @@ def test_probes_do_not_change_answers_once_in_review(targets, world):
 
 class PersonSaving:
     """A person's save of one answer from their own session and thread, started by the sweep's
-    own flush (a SQLAlchemy event), so it lands at an exact moment mid-sweep. The form was
-    loaded before the sweep (`form_version`)."""
+    own flush or statement (SQLAlchemy events), so it lands at an exact moment mid-sweep. The
+    form was loaded before the sweep (`form_version`). `when(session)` picks an ORM flush,
+    `on_statement(statement, parameters)` a Core statement (the sweep's bulk bookkeeping)."""
 
-    def __init__(self, answer_id: int, user_id: int, when):
-        self.answer_id, self.user_id, self.when = answer_id, user_id, when
+    def __init__(self, answer_id: int, user_id: int, when=None, on_statement=None):
+        self.answer_id, self.user_id = answer_id, user_id
+        self.when, self.on_statement = when, on_statement
         self.form_version = db.session.get(Answer, answer_id).version
         self.app = current_app._get_current_object()
         self.outcome: list[object] = []
@@ -346,17 +369,26 @@ class PersonSaving:
                 self.outcome.append(exc)
 
     def _maybe_start(self, session, _context, _instances) -> None:
-        if self.thread is None and self.when(session):
-            self.thread = threading.Thread(target=self.save)
-            self.thread.start()
-            self.thread.join(timeout=3)  # it commits now, or waits for the sweep's transaction
+        if self.thread is None and self.when is not None and self.when(session):
+            self._start()
+
+    def _maybe_start_at(self, _conn, _cursor, statement, parameters, _context, _executemany) -> None:
+        if self.thread is None and self.on_statement is not None and self.on_statement(statement, parameters):
+            self._start()
+
+    def _start(self) -> None:
+        self.thread = threading.Thread(target=self.save)
+        self.thread.start()
+        self.thread.join(timeout=3)  # it commits now, or waits for the sweep's transaction
 
     def __enter__(self):
         event.listen(Session, "before_flush", self._maybe_start)
+        event.listen(db.engine, "before_cursor_execute", self._maybe_start_at)
         return self
 
     def __exit__(self, *_exc):
         event.remove(Session, "before_flush", self._maybe_start)
+        event.remove(db.engine, "before_cursor_execute", self._maybe_start_at)
         assert self.thread is not None, "the moment to save never came"
         self.thread.join(timeout=10)
 
@@ -384,11 +416,12 @@ def test_a_persons_save_mid_sweep_succeeds_and_other_services_keep_their_bookkee
     probe_services([service], "schedule")
     answer_id = assessments.answer_for(assessment, HEALTH_ITEM).id
 
-    def bookkeeping_of_this_service(session) -> bool:
-        return any(isinstance(o, ProbeResult) and o.service_id == service.id and o.kind == "runbook_present"
-                   for o in session.new)
+    def bookkeeping_of_this_service(statement, parameters) -> bool:
+        """The INSERT of this service's record checks (bulk, so its parameters are flat)."""
+        return (statement.lstrip().upper().startswith("INSERT INTO PROBE_RESULT")
+                and "runbook_present" in repr(parameters) and f"{service.id}" in repr(parameters))
 
-    with PersonSaving(answer_id, user.id, bookkeeping_of_this_service) as person:
+    with PersonSaving(answer_id, user.id, on_statement=bookkeeping_of_this_service) as person:
         probe_services([service, *others], "schedule")
     assert person.outcome == ["ok"]
     answer = db.session.get(Answer, answer_id)
@@ -514,6 +547,27 @@ def test_roll_up_aggregates_in_chunks_and_adds_to_existing_rows(world):
     assert 10.0 <= got[("health", "2026-01-10")][5] <= 30.0  # chunks of 2: weighted chunk medians
     exact = runs.roll_up_old_results(30, now=datetime(2026, 3, 1, tzinfo=UTC))
     assert exact == 0
+
+
+def test_the_roll_up_runs_its_chunks_with_a_longer_statement_deadline_than_requests(world):
+    """PostgreSQL: requests keep DB_STATEMENT_TIMEOUT_MS (5 s), which cut the roll-up's
+    50,000-row DELETE and its COMMIT on a busy server; each chunk's transaction gets longer."""
+    if db.engine.dialect.name != "postgresql":  # not a missing resource: SQLite has no statement timeout
+        pytest.skip("statement_timeout is PostgreSQL's")
+    _, service, _ = world
+    run = runs.start_run(service, "schedule")
+    runs.finish_run(run)
+    old = datetime(2026, 1, 10, tzinfo=UTC)
+    db.session.execute(insert(ProbeResult), [{"run_id": run.id, "service_id": service.id, "kind": "health",
+                                              "url": "http://x", "started_at": old, "finished_at": old,
+                                              "outcome": "pass", "explanation": "", "details": {}}])
+    db.session.commit()
+    request_timeout = db.session.scalar(text("SHOW statement_timeout"))
+    seen = []
+    runs.roll_up_old_results(30, now=datetime(2026, 3, 1, tzinfo=UTC), after_chunk=lambda: (
+        seen.append(db.session.scalar(text("SHOW statement_timeout"))), db.session.commit()))
+    assert seen == [f"{runs.ROLLUP_STATEMENT_SECONDS // 60}min"]
+    assert db.session.scalar(text("SHOW statement_timeout")) == request_timeout != seen[0]
 
 
 def test_runbook_present_passes_on_a_reviewed_runbook_or_a_link_that_answers(world, targets):

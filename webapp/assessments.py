@@ -326,7 +326,7 @@ def _label(status: str | None) -> str:
 
 
 def record_probe_answer(assessment: Assessment, item_key: str, status: str,
-                        probe_result_id: int) -> Answer | None:
+                        probe_result_id: int, *, flush: bool = True) -> Answer | None:
     """Answer a probe-backed item from a probe result; returns the answer only if it changed.
 
     Writes nothing when the status is unchanged (the latest result of each kind is kept in
@@ -348,7 +348,8 @@ def record_probe_answer(assessment: Assessment, item_key: str, status: str,
     answer.changes.append(AnswerChange(from_status=answer.status, to_status=status, note="", source="probe"))
     answer.status, answer.note, answer.source = status, "", "probe"
     answer.probe_result_id, answer.answered_at, answer.answered_by_id = probe_result_id, utcnow(), None
-    db.session.flush()
+    if flush:  # a caller answering several items flushes once, after its reads
+        db.session.flush()
     return answer
 
 

@@ -19,6 +19,8 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -88,3 +90,26 @@ def _cut(pgconn, now: float) -> None:
         log.warning("database: could not cut a stuck connection: %s", exc)
         return
     log.error("database: a call waited past its deadline; connection cut (database hung?)")
+
+
+@contextmanager
+def longer(session, seconds: float) -> Iterator[None]:
+    """Let a background job's statements in the session's current transaction run up to
+    `seconds` (PostgreSQL: `SET LOCAL statement_timeout`, which ends with the transaction,
+    and this connection's watchdog deadline until the block ends). Requests keep the short
+    deadline; a roll-up deleting 50,000 rows on a busy server may need more than 5 s."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(seconds * 1000)}")
+    with _lock:
+        state = _watched.get(getattr(connection.connection.driver_connection, "pgconn", None))
+    if state is None:
+        yield
+        return
+    before, state[0] = state[0], seconds + 2
+    try:
+        yield
+    finally:
+        state[0] = before

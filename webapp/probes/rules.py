@@ -869,6 +869,29 @@ async def check_latency(url: str, fetcher: Fetcher, samples: int = 3) -> CheckRe
     return judge_latency(url, results)
 
 
+HEALTH_GROUP = ("health", "correlation_id", "latency")
+
+
+async def run_health_group(url: str, fetcher: Fetcher) -> list[CheckResult]:
+    """The health, correlation-id and latency checks of one health URL from a single first
+    request (it carries the X-Request-ID and is the first latency sample), then up to two
+    more samples if it answered. A hanging health URL costs one hanging request instead of
+    three, and a healthy one four requests instead of five. Never raises."""
+    started = time.perf_counter()
+    try:
+        sent_id = f"preflight-{uuid.uuid4()}"
+        first = await fetcher.fetch(url, headers={"X-Request-ID": sent_id})
+        samples = [first]
+        while len(samples) < 3 and samples[-1].ok:
+            samples.append(await fetcher.fetch(url))
+        return [judge_health("health", url, first), judge_correlation_id(url, first, sent_id),
+                judge_latency(url, samples)]
+    except Exception as exc:  # noqa: BLE001 - one broken check must not stop a sweep
+        elapsed = (time.perf_counter() - started) * 1000
+        return [_result(kind, url, "error", f"check failed internally: {type(exc).__name__}: {exc}",
+                        duration_ms=elapsed) for kind in HEALTH_GROUP]
+
+
 async def _runbook_link(url: str, fetcher: Fetcher) -> CheckResult:
     return judge_runbook_link(url, await fetcher.fetch(url))
 

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -31,13 +32,13 @@ from webapp import flags, retry
 from webapp.extensions import db, huey
 from webapp.models import Evidence, ProbeRun, Service, utcnow
 from webapp.probes import locks, runs
-from webapp.probes.rules import CheckResult, run_check
+from webapp.probes.rules import HEALTH_GROUP, CheckResult, run_check, run_health_group
 
 log = logging.getLogger("webapp.probes")
 BATCH_SECONDS = 0.5
 BATCH_ROWS = 100  # results per commit while a sweep runs: keeps each write transaction short
-START_BATCH = 25  # runs started per commit
-FINISH_BATCH = 10  # services whose bookkeeping shares a transaction (a conflict redoes them one by one)
+START_BATCH = 100  # runs started per commit (three statements)
+FINISH_BATCH = 50  # services whose bookkeeping shares a transaction (a conflict redoes them one by one)
 CONFLICTS = (StaleDataError, IntegrityError, OperationalError)
 SWEEP_LOCK, RETENTION_LOCK = "probe-sweep", "probe-retention"
 ABANDONED_AFTER = timedelta(minutes=15)  # far beyond any sweep's ceil(hanging / concurrency) × deadline
@@ -76,13 +77,28 @@ def sweep_lock_ttl() -> timedelta:
     return timedelta(seconds=max(60, 6 * current_app.config["PROBE_DEADLINE_SECONDS"]))
 
 
+@contextmanager
+def _own_session():
+    """The sweep works in a session of its own (a fresh app context) that holds no ORM
+    objects between transactions: with 1,000 services in the caller's identity map, every
+    one of a sweep's hundreds of commits expired them all (most of a sweep's time). The
+    caller's objects are expired afterwards, so it reads what the sweep wrote."""
+    with current_app.app_context():
+        yield
+    db.session.expire_all()
+
+
 def probe_services(services: list[Service], trigger: str, lease: locks.Lease | None = None) -> list[int]:
     """Start a run for each service, then probe them all together. Commits."""
+    service_ids = [service.id for service in services]  # before the commit expires them
+    db.session.commit()
     run_ids = []
-    for first in range(0, len(services), START_BATCH):
-        run_ids += [run.id for run in runs.start_runs(services[first:first + START_BATCH], trigger)]
-        db.session.commit()
-    return complete_runs(run_ids, lease)
+    with _own_session():
+        for first in range(0, len(service_ids), START_BATCH):
+            run_ids += [ref.id for ref in runs.start_runs(service_ids[first:first + START_BATCH], trigger)]
+            db.session.commit()
+    complete_runs(run_ids, lease)
+    return run_ids
 
 
 def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[int]:
@@ -90,48 +106,61 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
     do each service's bookkeeping (record checks, finish the run, answer probe-backed items)
     in its own transaction as soon as its last result is in. Commits. No run is left
     unfinished."""
-    try:
-        probe_runs = db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
-            ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))).all()
-        refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
-        targets = [(refs[run.id], kind, url, runs.check_options(run.service, kind))
-                   for run in probe_runs for kind, url in runs.network_targets(run.service)]
-        db.session.commit()  # end the read transaction before the long wait on the network
-        sweep = Sweep(targets, lease)
-        if asyncio.run(sweep.run()):
-            return run_ids  # stopping: the finally below closes the runs
-        _finish_services(sorted(refs.keys() - sweep.finished))  # services with nothing to fetch
-    finally:
-        _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
-                          if STOPPING.is_set() else "failed: the run could not finish")
+    with _own_session():
+        try:
+            probe_runs = db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
+                ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))).all()
+            refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
+            targets = [target for run in probe_runs for target in _targets(refs[run.id], run.service)]
+            db.session.commit()  # end the read transaction before the long wait on the network
+            db.session.expunge_all()
+            sweep = Sweep(targets, lease)
+            if asyncio.run(sweep.run()):
+                return run_ids  # stopping: the finally below closes the runs
+            _finish_services(sorted(refs.keys() - sweep.finished))  # services with nothing to fetch
+        finally:
+            _close_unfinished(run_ids, "stopped: the worker shut down before the run finished"
+                              if STOPPING.is_set() else "failed: the run could not finish")
     return run_ids
 
 
+def _targets(ref: runs.RunRef, service: Service) -> list[tuple[runs.RunRef, str | tuple[str, ...], str, dict]]:
+    """What the sweep fetches for a service: health, correlation id and latency of the same
+    URL become one grouped target (`rules.run_health_group`), every other check its own."""
+    targets = [(ref, kind, url, runs.check_options(service, kind)) for kind, url in runs.network_targets(service)]
+    grouped = [t for t in targets if t[1] in HEALTH_GROUP and t[2] == service.health_url]
+    if len(grouped) < len(HEALTH_GROUP):
+        return targets
+    return [(ref, HEALTH_GROUP, service.health_url, {})] + [t for t in targets if t not in grouped]
+
+
 def _finish_services(run_ids: list[int]) -> None:
-    """The bookkeeping of a small batch of services in one short transaction, then each
-    service's probe-backed answers in a transaction of its own. On a conflict (someone saved
-    meanwhile, SQLite busy) the batch is redone service by service, so a conflict costs one
-    service, never the others."""
+    for _step in _finishing(run_ids):
+        pass
+
+
+def _finishing(run_ids: list[int]) -> Iterator[None]:
+    """The bookkeeping of a batch of services in one short transaction (a fixed number of
+    statements), then each service's probe-backed answers in a transaction of its own,
+    yielding after each transaction (the sweep lets its event loop run there). On a conflict
+    (SQLite busy, two sweeps at once) the batch is redone service by service, so a conflict
+    costs one service, never the others."""
     for first in range(0, len(run_ids), FINISH_BATCH):
         batch = run_ids[first:first + FINISH_BATCH]
         try:
-            open_runs = _open_runs(batch)
-            runs_of = {run.service_id: run.id for run in open_runs}
-            drafts = runs.finish_runs(open_runs)
+            drafts = runs.finish_runs(batch)
             db.session.commit()
         except CONFLICTS as exc:
             db.session.rollback()
             log.info("probe bookkeeping conflict (%s); redoing %d services one by one", type(exc).__name__, len(batch))
             for run_id in batch:
                 _finish_service(run_id)
+                yield
             continue
-        for service_id in drafts:
-            _answer_from_probes(service_id, runs_of[service_id])
-
-
-def _open_runs(run_ids: list[int]) -> list[ProbeRun]:
-    return list(db.session.scalars(select(ProbeRun).options(selectinload(ProbeRun.service)).where(
-        ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None)).order_by(ProbeRun.id)))
+        yield
+        for service_id, run_id in drafts:
+            _answer_from_probes(service_id, run_id)
+            yield
 
 
 def _finish_service(run_id: int) -> None:
@@ -140,10 +169,9 @@ def _finish_service(run_id: int) -> None:
     error: Exception | None = None
     for _attempt in range(2):
         try:
-            open_runs = _open_runs([run_id])
-            drafts = runs.finish_runs(open_runs)
+            drafts = runs.finish_runs([run_id])
             db.session.commit()
-            for service_id in drafts:
+            for service_id, _run_id in drafts:
                 _answer_from_probes(service_id, run_id)
             return
         except CONFLICTS as exc:
@@ -157,20 +185,24 @@ def _answer_from_probes(service_id: int, run_id: int) -> None:
     """One service's probe-backed answers in one transaction; a conflict (a person saved the
     same answer) is retried once against the fresh answer; if it still fails, the run says
     so and the next sweep tries again."""
-    for attempt in range(2):
-        try:
-            runs.apply_to_assessments(db.session.get(Service, service_id))
-            db.session.commit()
-            return
-        except CONFLICTS as exc:
-            db.session.rollback()
-            log.warning("probe run %s: answers conflict (%s), attempt %d", run_id, type(exc).__name__, attempt + 1)
-            error = f"answers not updated: conflict ({type(exc).__name__})"
     try:
-        db.session.execute(update(ProbeRun).where(ProbeRun.id == run_id).values(error=error))
-        db.session.commit()
-    except CONFLICTS:
-        db.session.rollback()
+        for attempt in range(2):
+            try:
+                runs.apply_to_assessments(db.session.get(Service, service_id))
+                db.session.commit()
+                return
+            except CONFLICTS as exc:
+                db.session.rollback()
+                log.warning("probe run %s: answers conflict (%s), attempt %d", run_id, type(exc).__name__,
+                            attempt + 1)
+                error = f"answers not updated: conflict ({type(exc).__name__})"
+        try:
+            db.session.execute(update(ProbeRun).where(ProbeRun.id == run_id).values(error=error))
+            db.session.commit()
+        except CONFLICTS:
+            db.session.rollback()
+    finally:
+        db.session.expunge_all()  # the sweep's session keeps no objects between services
 
 
 def _close_unfinished(run_ids: list[int], error: str) -> None:
@@ -188,10 +220,7 @@ def _store_batch(batch: list[tuple[runs.RunRef, CheckResult]]) -> None:
     """Store a batch of results and the read model's latest outcomes in one short
     transaction; on a conflict, retry row by row so one bad row costs only itself."""
     try:
-        latest = runs.load_checks(ref.service_id for ref, _result in batch)  # read before writing
-        rows = [runs.store_result(ref, result) for ref, result in batch]
-        db.session.flush()
-        runs.record_latest_many(rows, latest)
+        runs.store_results(batch)
         db.session.commit()
         return
     except CONFLICTS as exc:
@@ -210,10 +239,13 @@ class Sweep:
     transactions. (Not in a helper thread: competing for the GIL with the busy event loop,
     a thread's transactions held SQLite's write lock for seconds.)"""
 
-    def __init__(self, targets: list[tuple[runs.RunRef, str, str, dict]], lease: locks.Lease | None):
+    def __init__(self, targets: list[tuple[runs.RunRef, str | tuple[str, ...], str, dict]],
+                 lease: locks.Lease | None):
         self.targets, self.lease = targets, lease
         self.pending: list[tuple[runs.RunRef, CheckResult]] = []
-        self.remaining = Counter(ref.id for ref, *_ in targets)
+        self.remaining = Counter()  # results still to come, per run
+        for ref, kind, *_rest in targets:
+            self.remaining[ref.id] += len(kind) if isinstance(kind, tuple) else 1
         self.finished: set[int] = set()
         self.renewed = time.monotonic()
 
@@ -221,21 +253,27 @@ class Sweep:
         """Returns True if the worker is stopping and the sweep gave up on pending targets."""
         gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
 
-        async def one(fetcher, ref: runs.RunRef, kind: str, url: str, options: dict) -> None:
+        async def one(fetcher, ref: runs.RunRef, kind: str | tuple[str, ...], url: str, options: dict) -> None:
             async with gate:
                 started = time.perf_counter()
-                result = await run_check(kind, url, fetcher, **options)
+                results = (await run_health_group(url, fetcher) if kind == HEALTH_GROUP
+                           else [await run_check(kind, url, fetcher, **options)])
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-                log.info("probe %s %s: %s in %.0f ms", kind, url, result.outcome, elapsed_ms,
-                         extra={"event": "probe.call", "probe_kind": kind, "outcome": result.outcome,
-                                "duration_ms": elapsed_ms})
-                self.pending.append((ref, result))
+                for result in results:
+                    log.info("probe %s %s: %s in %.0f ms", result.kind, url, result.outcome, elapsed_ms,
+                             extra={"event": "probe.call", "probe_kind": result.kind, "outcome": result.outcome,
+                                    "duration_ms": elapsed_ms})
+                    self.pending.append((ref, result))
 
         async with runs.make_fetcher() as fetcher:
             tasks = [asyncio.create_task(one(fetcher, *target)) for target in self.targets]
             while not all(task.done() for task in tasks):
                 await asyncio.wait(tasks, timeout=BATCH_SECONDS)
-                self.flush()
+                # The database work runs on this thread between network events, a
+                # transaction at a time: done in one go, it stalled the loop for seconds
+                # and the targets' deadlines ran out meanwhile (healthy ones timed out).
+                for _step in self.steps():
+                    await asyncio.sleep(0)
                 if STOPPING.is_set():
                     for task in tasks:
                         task.cancel()
@@ -248,17 +286,24 @@ class Sweep:
         return False
 
     def flush(self, bookkeeping: bool = True) -> None:
+        for _step in self.steps(bookkeeping):
+            pass
+
+    def steps(self, bookkeeping: bool = True) -> Iterator[None]:
+        """Store the results in hand and finish the services whose last result is in,
+        yielding after each transaction."""
         taken, self.pending[:] = self.pending[:], []
         for first in range(0, len(taken), BATCH_ROWS):
             _store_batch(taken[first:first + BATCH_ROWS])
+            yield
         done = []
         for ref, _result in taken:
             self.remaining[ref.id] -= 1
             if self.remaining[ref.id] == 0:
                 done.append(ref.id)
         if bookkeeping:
-            _finish_services(done)
             self.finished.update(done)
+            yield from _finishing(done)
         if self.lease is not None and time.monotonic() - self.renewed > self.lease.ttl.total_seconds() / 3:
             self.renewed = time.monotonic()
             if not self.lease.renew():

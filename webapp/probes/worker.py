@@ -39,10 +39,16 @@ class Worker(Consumer):
         super()._handle_signal(signum, frame)
 
 
+def open_files_needed(concurrency: int) -> int:
+    """2 × concurrency + 256: two sockets per running check at most (the HTTPS check), plus
+    database, queue and log files. 1,256 at the default PROBE_CONCURRENCY of 500."""
+    return 2 * concurrency + 256
+
+
 def raise_open_files_limit(concurrency: int) -> int:
-    """Raise the soft RLIMIT_NOFILE to 2 × concurrency + 256 (two sockets per probe at most,
-    plus database, queue and log files), within the hard limit. Returns the soft limit."""
-    want = 2 * concurrency + 256
+    """Raise the soft RLIMIT_NOFILE to `open_files_needed`, within the hard limit. Returns
+    the soft limit."""
+    want = open_files_needed(concurrency)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY:
         want = min(want, hard)
@@ -61,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     with tasks.app_context() as app:
         concurrency = app.config["PROBE_CONCURRENCY"]
     limit = raise_open_files_limit(concurrency)
-    if limit < concurrency + 64:
-        log.warning("open-files limit %d is low for PROBE_CONCURRENCY=%d", limit, concurrency)
+    if limit < open_files_needed(concurrency):
+        log.warning("open-files limit %d is low for PROBE_CONCURRENCY=%d (wants %d: raise the hard limit, "
+                    "see docs/operations.md)", limit, concurrency, open_files_needed(concurrency))
     huey.immediate = False
     worker = Worker(huey, workers=args.workers, periodic=not args.no_periodic, worker_type="thread",
                     initial_delay=0.1, max_delay=1.0,  # "Probe now" starts within a second
