@@ -30,6 +30,10 @@ REQUESTS = Counter("preflight_http_requests", "HTTP requests served", ["method",
 DURATION = Histogram("preflight_http_request_duration_seconds", "HTTP request duration",
                      ["method", "endpoint"])
 # Summed over the live gunicorn workers: how many database connections are in use right now.
+# In multiprocess mode an unlabelled gauge opens its file when created, at import: a command
+# run before gunicorn made the directory (`flask db upgrade` in the same environment) needs it.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 POOL_IN_USE = Gauge("preflight_db_pool_connections_in_use", "Database connections checked out of the pool",
                     multiprocess_mode="livesum")
 
