@@ -152,6 +152,23 @@ def auth(client):
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """PREFLIGHT_ONLY_DATABASE_TESTS=1 keeps only the tests that run on the app's database (the
+    `app` fixture). CI sets it for its PostgreSQL pass: the other tests do not depend on
+    DATABASE_URL and have just run, identically, in its SQLite pass."""
+    if os.environ.get("PREFLIGHT_ONLY_DATABASE_TESTS") != "1":
+        return
+    kept = [item for item in items if "app" in getattr(item, "fixturenames", ())]
+    dropped = [item for item in items if "app" not in getattr(item, "fixturenames", ())]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line(f"PREFLIGHT_ONLY_DATABASE_TESTS: {len(dropped)} tests that do not use "
+                                f"the app's database deselected (they run in the SQLite pass)")
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(os.environ["PREFLIGHT_INSTANCE_PATH"], ignore_errors=True)
 
