@@ -1,7 +1,8 @@
 """The read side: dashboard rows, summaries, trends and exports, built from the read model
 (scores stored on Assessment, latest probe outcomes in ServiceCheck) in a fixed number of
 queries however many services and however much history there is. Nothing here writes,
-except `rescore`, which fills the read model for rows that predate it."""
+except `rescore`, which fills the read model for rows that predate it, and the flush hook
+that keeps each service's pointers to its working and signed-off assessment current."""
 
 from __future__ import annotations
 
@@ -14,9 +15,21 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
-from sqlalchemy import Integer, Select, bindparam, case, func, literal, or_, select, true
-from sqlalchemy.orm import aliased, selectinload
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy import (
+    Integer,
+    Select,
+    bindparam,
+    case,
+    event,
+    func,
+    inspect,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
 from webapp import attention
 from webapp.extensions import db
@@ -302,19 +315,12 @@ def _signed_query():
             .limit(1))
 
 
-def _assessment_joins(dialect: str):
-    """(alias, join condition) for the working and the signed-off assessment. PostgreSQL
-    gets LATERAL joins: given `id = (subquery)` it hashes the whole assessment table
-    instead. SQLite has no LATERAL, and looks the id up per service just as well."""
-    joins = []
-    for name, query in (("working", _working_query()), ("signed", _signed_query())):
-        if dialect == "postgresql":
-            joins.append((aliased(Assessment, query.lateral(name), name=name), true()))
-        else:
-            alias = aliased(Assessment, name=name)
-            ids = query.with_only_columns(Assessment.id).correlate(Service).scalar_subquery()
-            joins.append((alias, alias.id == ids))
-    return joins
+def _assessment_joins():
+    """(alias, join condition) for the working and the signed-off assessment: by the
+    pointers stored on the service (see "Keeping the pointers current" below)."""
+    working, signed = aliased(Assessment, name="working"), aliased(Assessment, name="signed")
+    return [(working, working.id == Service.working_assessment_id),
+            (signed, signed.id == Service.signed_assessment_id)]
 
 
 def _probe_columns():
@@ -341,7 +347,7 @@ class _Shape:
 
 @functools.cache
 def _shape_for(dialect: str) -> _Shape:
-    (working_a, working_on), (signed_a, signed_on) = _assessment_joins(dialect)
+    (working_a, working_on), (signed_a, signed_on) = _assessment_joins()
     probe_severity, probe_checked_at = _probe_columns()
     viewer = bindparam("viewer_id", type_=Integer)
     my_teams = select(Membership.team_id).where(Membership.user_id == viewer)
@@ -634,4 +640,78 @@ def rescore(*, everything: bool = False, batch_size: int = 200, now: datetime | 
             commit()
     if not everything:
         done += rescore_lapsed_waivers(now)
+    refresh_pointers()  # also a backstop for services' pointers (one query when all agree)
     return done
+
+
+# Keeping the pointers current --------------------------------------------------------------
+# Service.working_assessment_id / signed_assessment_id are what `_working_query` and
+# `_signed_query` would find. One hook on every ORM session keeps them so: after a flush
+# that inserted, deleted or moved an assessment or changed its state, created_at or
+# decided_at, the services concerned are recomputed in two statements, written only where
+# a pointer changed. A GET changes no assessment, so it never writes here. Bulk Core writes
+# to `assessment` bypass the hook: `refresh_pointers()` after them (as `demo.seed` does).
+
+_POINTER_INPUTS = ("state", "created_at", "decided_at", "service_id")
+_PENDING = "dashboard_pointer_services"
+
+
+def _pointer_values(service_ids: Iterable[int] | None = None) -> Select:
+    working = _working_query().with_only_columns(Assessment.id).correlate(Service).scalar_subquery()
+    signed = _signed_query().with_only_columns(Assessment.id).correlate(Service).scalar_subquery()
+    stmt = select(Service.id, Service.working_assessment_id, Service.signed_assessment_id, working, signed)
+    return stmt if service_ids is None else stmt.where(Service.id.in_(list(service_ids)))
+
+
+def refresh_pointers(session: Session | None = None, service_ids: Iterable[int] | None = None) -> int:
+    """Recompute the pointers of `service_ids` (every service if None); returns how many
+    services changed. Runs on the session's connection, so within its transaction."""
+    session = session or db.session
+    connection = session.connection()
+    changed = [{"sid": sid, "w": w, "s": s}
+               for sid, old_w, old_s, w, s in connection.execute(_pointer_values(service_ids))
+               if (old_w, old_s) != (w, s)]
+    if changed:
+        table = Service.__table__
+        # Not an edit of the service: updated_at stays as it was.
+        connection.execute(update(table).where(table.c.id == bindparam("sid"))
+                           .values(working_assessment_id=bindparam("w"), signed_assessment_id=bindparam("s"),
+                                   updated_at=table.c.updated_at), changed)
+        for row in changed:  # loaded services show the new pointers without a reload
+            service = session.identity_map.get(inspect(Service).identity_key_from_primary_key((row["sid"],)))
+            if service is not None:
+                set_committed_value(service, "working_assessment_id", row["w"])
+                set_committed_value(service, "signed_assessment_id", row["s"])
+    return len(changed)
+
+
+def _note(session: Session, service_ids: Iterable[int | None]) -> None:
+    noted = {sid for sid in service_ids if sid is not None}
+    if noted:
+        session.info.setdefault(_PENDING, set()).update(noted)
+
+
+@event.listens_for(Session, "before_flush")
+def _note_deleted_assessments(session: Session, flush_context, instances) -> None:
+    """Deleted rows are read before the flush: afterwards there is no row to load from."""
+    _note(session, (obj.service_id for obj in session.deleted if isinstance(obj, Assessment)))
+
+
+@event.listens_for(Session, "after_flush")
+def _note_assessment_changes(session: Session, flush_context) -> None:
+    """Note which services' pointers this flush may have moved. In after_flush the new rows
+    have their ids and attribute history still says what changed."""
+    noted = [obj.service_id for obj in session.new if isinstance(obj, Assessment)]
+    for obj in session.dirty:
+        if isinstance(obj, Assessment):
+            attrs = inspect(obj).attrs
+            if any(attrs[name].history.has_changes() for name in _POINTER_INPUTS):
+                noted += [obj.service_id, *(attrs.service_id.history.deleted or ())]
+    _note(session, noted)
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _refresh_noted_pointers(session: Session, flush_context) -> None:
+    noted = session.info.pop(_PENDING, None)
+    if noted:
+        refresh_pointers(session, noted)
