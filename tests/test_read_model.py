@@ -186,7 +186,7 @@ def test_stored_pointers_equal_the_correlated_lookups_over_a_varied_history(app)
     stored pointers always agree with the lookups they replace."""
     import random
 
-    from webapp.dashboard import _pointer_values, refresh_pointers
+    from webapp.dashboard import _pointer_values, refresh_read_model
     from webapp.models import Service
 
     catalog.sync(force=True)
@@ -209,8 +209,13 @@ def test_stored_pointers_equal_the_correlated_lookups_over_a_varied_history(app)
             target.state = rng.choice(("draft", "in_review", "signed_off", "superseded"))
             if target.state == "signed_off":
                 target.decided_at = base + timedelta(hours=rng.randint(0, 50))  # ties happen too
-        elif action < 0.9:
+        elif action < 0.85:
             rng.choice(made).service_id = rng.choice(services).id
+        elif action < 0.92:  # snapshots, sometimes of a pending assessment
+            target = rng.choice(made)
+            db.session.add(ScoreSnapshot(service_id=target.service_id or rng.choice(services).id,
+                                         score=float(rng.randint(0, 100)), verdict="not_ready",
+                                         at=base + timedelta(hours=rng.randint(0, 50))))
         else:
             doomed = made.pop(rng.randrange(len(made)))
             db.session.delete(doomed)
@@ -219,6 +224,31 @@ def test_stored_pointers_equal_the_correlated_lookups_over_a_varied_history(app)
             for sid, stored_w, stored_s, w, s in db.session.execute(_pointer_values()):
                 assert (stored_w, stored_s) == (w, s), f"service {sid} at step {step}"
     db.session.commit()
-    assert refresh_pointers() == 0  # the backstop finds nothing to fix
+    assert refresh_read_model() == 0  # the backstop finds nothing to fix
     assert db.session.scalar(select(func.count()).select_from(Service)
                              .where(Service.working_assessment_id.is_not(None))) > 0
+
+
+def test_the_stored_trend_is_the_last_snapshot_scores(app):
+    from webapp.dashboard import TREND_POINTS, score_trends, select_rows, service_row
+    from webapp.dashboard import Query as DashboardQuery
+
+    user, assessment = started(app)
+    service = assessment.service
+    for key in (ITEM, "log_rotation", "metrics_exported"):
+        assessments.record_answer(assessment, key, "met", "", user)
+        db.session.commit()
+    stored = db.session.scalar(select(type(service).score_trend).where(type(service).id == service.id))
+    assert stored == score_trends([service.id])[service.id] and len(stored) == 4
+    for index in range(TREND_POINTS + 5):  # more than a trend holds: the last ones, oldest first
+        db.session.add(ScoreSnapshot(service_id=service.id, score=float(index), verdict="not_ready",
+                                     at=datetime(2030, 1, 1, tzinfo=UTC) + timedelta(hours=index)))
+    db.session.commit()
+    expected = tuple(float(i) for i in range(5, TREND_POINTS + 5))
+    assert service_row(service.id).trend == expected
+    assert select_rows(DashboardQuery(), user.id, limit=10)[0].trend == expected
+    assert service_row(service.id, trend_points=3).trend == expected[-3:]
+    assert len(service_row(service.id, trend_points=60).trend) == TREND_POINTS + 5 + 4  # past the stored
+    db.session.delete(assessment)  # its snapshots go with it (ON DELETE CASCADE)
+    db.session.commit()
+    assert service_row(service.id).trend == expected

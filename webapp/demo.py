@@ -212,7 +212,7 @@ def seed(services: int = 60, assessments_per_service: int = 20, seed: int = 7,
         # More kinds of history per service go here (sign-off decisions, reports, conditions).
     ctx.writer.flush()
     ctx.writer.reset_sequences()
-    dashboard.refresh_pointers()  # the writer's Core INSERTs bypass the hook that keeps them
+    dashboard.refresh_read_model()  # the writer's Core INSERTs bypass the hook that keeps it
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(text("ANALYZE"))  # fresh statistics, or the planner guesses 45 rows
     db.session.flush()

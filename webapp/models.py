@@ -182,6 +182,8 @@ class Service(db.Model):
     signed_assessment_id: Mapped[int | None] = mapped_column(
         ForeignKey("assessment.id", ondelete="SET NULL", use_alter=True, name="fk_service_signed_assessment_id"),
         index=True)
+    # The last dashboard.TREND_POINTS snapshot scores, oldest first, kept by the same hook.
+    score_trend: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
 
     team: Mapped[Team] = relationship(back_populates="services")
     owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])

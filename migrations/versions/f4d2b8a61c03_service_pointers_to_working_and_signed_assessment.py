@@ -1,4 +1,4 @@
-"""service pointers to its working and its signed-off assessment (the dashboard's read model)
+"""service pointers to its working and its signed-off assessment, and its score trend (the dashboard's read model)
 
 Revision ID: f4d2b8a61c03
 Revises: e3a91c4d7b25
@@ -24,12 +24,21 @@ UPDATE service SET
     SELECT a.id FROM assessment a WHERE a.service_id = service.id AND a.state = 'signed_off'
     ORDER BY a.decided_at DESC, a.id DESC LIMIT 1)
 """
+# webapp.dashboard.score_trends with TREND_POINTS = 20.
+TRENDS = """
+SELECT service_id, score FROM (
+  SELECT service_id, score, at, id,
+         row_number() OVER (PARTITION BY service_id ORDER BY at DESC, id DESC) AS rank
+  FROM score_snapshot) ranked
+WHERE rank <= 20 ORDER BY service_id, at, id
+"""
 
 
 def upgrade():
     with op.batch_alter_table('service', schema=None) as batch_op:
         batch_op.add_column(sa.Column('working_assessment_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('signed_assessment_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('score_trend', sa.JSON(), server_default='[]', nullable=False))
         batch_op.create_index(batch_op.f('ix_service_working_assessment_id'), ['working_assessment_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_service_signed_assessment_id'), ['signed_assessment_id'], unique=False)
         batch_op.create_foreign_key('fk_service_working_assessment_id', 'assessment', ['working_assessment_id'],
@@ -37,6 +46,15 @@ def upgrade():
         batch_op.create_foreign_key('fk_service_signed_assessment_id', 'assessment', ['signed_assessment_id'],
                                     ['id'], ondelete='SET NULL')
     op.execute(BACKFILL)
+    connection = op.get_bind()
+    trends = {}
+    for service_id, score in connection.execute(sa.text(TRENDS)):
+        trends.setdefault(service_id, []).append(score)
+    if trends:
+        service = sa.table('service', sa.column('id', sa.Integer), sa.column('score_trend', sa.JSON))
+        connection.execute(service.update().where(service.c.id == sa.bindparam('sid'))
+                           .values(score_trend=sa.bindparam('trend', type_=sa.JSON)),
+                           [{'sid': sid, 'trend': trend} for sid, trend in trends.items()])
 
 
 def downgrade():
@@ -45,5 +63,6 @@ def downgrade():
         batch_op.drop_constraint('fk_service_working_assessment_id', type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_service_signed_assessment_id'))
         batch_op.drop_index(batch_op.f('ix_service_working_assessment_id'))
+        batch_op.drop_column('score_trend')
         batch_op.drop_column('signed_assessment_id')
         batch_op.drop_column('working_assessment_id')
