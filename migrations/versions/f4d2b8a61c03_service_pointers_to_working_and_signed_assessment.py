@@ -34,7 +34,16 @@ WHERE rank <= 20 ORDER BY service_id, at, id
 """
 
 
+def _foreign_keys(on: bool) -> None:
+    """SQLite: a batch copy of `service` drops a table every other table references, which
+    SQLite refuses once rows exist unless foreign keys are off. Its migrations run outside a
+    transaction, where the pragma takes effect."""
+    if op.get_bind().dialect.name == 'sqlite':
+        op.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
+
 def upgrade():
+    _foreign_keys(False)
     with op.batch_alter_table('service', schema=None) as batch_op:
         batch_op.add_column(sa.Column('working_assessment_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('signed_assessment_id', sa.Integer(), nullable=True))
@@ -45,6 +54,7 @@ def upgrade():
                                     ['id'], ondelete='SET NULL')
         batch_op.create_foreign_key('fk_service_signed_assessment_id', 'assessment', ['signed_assessment_id'],
                                     ['id'], ondelete='SET NULL')
+    _foreign_keys(True)
     op.execute(BACKFILL)
     connection = op.get_bind()
     trends = {}
@@ -58,6 +68,7 @@ def upgrade():
 
 
 def downgrade():
+    _foreign_keys(False)
     with op.batch_alter_table('service', schema=None) as batch_op:
         batch_op.drop_constraint('fk_service_signed_assessment_id', type_='foreignkey')
         batch_op.drop_constraint('fk_service_working_assessment_id', type_='foreignkey')
@@ -66,3 +77,4 @@ def downgrade():
         batch_op.drop_column('score_trend')
         batch_op.drop_column('signed_assessment_id')
         batch_op.drop_column('working_assessment_id')
+    _foreign_keys(True)
