@@ -345,6 +345,7 @@ class _Shape:
     tiles: Select
     columns: dict
     mine: object
+    rows_without_trend: Select  # exports without trends: no JSON to decode per row
 
 
 @functools.cache
@@ -381,7 +382,7 @@ def _shape_for(dialect: str) -> _Shape:
     tiles = (joined(Service.team_id, Team.name, Service.tier, verdict.label("verdict"), func.count().label("n"),
                     func.count(columns["score"]).label("scored"), func.sum(columns["score"]).label("score_sum"))
              .group_by(Service.team_id, Team.name, Service.tier, verdict))
-    return _Shape(rows, joined(Service.id), tiles, columns, mine)
+    return _Shape(rows.add_columns(Service.score_trend), joined(Service.id), tiles, columns, mine, rows)
 
 
 def _shape() -> _Shape:
@@ -451,7 +452,7 @@ def _row_columns(working_a, signed_a) -> tuple:
         working_a.blocker_count.label("w_blockers"), working_a.unanswered_count.label("w_unanswered"),
         working_a.updated_at.label("w_updated_at"), working_a.scored_at.label("w_scored_at"),
         signed_a.id.label("s_id"), signed_a.verdict.label("s_verdict"), signed_a.score.label("s_score"),
-        signed_a.decided_at.label("s_decided_at"), Service.score_trend,
+        signed_a.decided_at.label("s_decided_at"),
     )
 
 
@@ -465,7 +466,7 @@ def _row(r) -> DashboardRow:
         tier=r.tier, lifecycle=r.lifecycle, owner_id=r.owner_id, owner_name=r.owner_name,
         owner_email=r.owner_email, mine=bool(r.mine), working=working, signed_off=signed,
         probe_outcome=OUTCOME_OF_SEVERITY.get(r.probe_severity) if r.probe_severity is not None else None,
-        probe_checked_at=r.probe_checked_at, trend=tuple(r.score_trend or ()))
+        probe_checked_at=r.probe_checked_at, trend=tuple(getattr(r, "score_trend", None) or ()))
 
 
 def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
@@ -473,7 +474,8 @@ def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
     """Rows matching `query`, sorted, in two queries (rows, then their trends)."""
     shape = _shape()
     order = _order(query, shape.columns)
-    stmt = _filter(shape.rows, query, shape.columns, shape.mine).order_by(*order)
+    stmt = _filter(shape.rows if trend_points else shape.rows_without_trend, query, shape.columns,
+                   shape.mine).order_by(*order)
     if limit is not None:
         # A page: pick its ids first, from a statement that computes only what the filters
         # and the sort use (SQLite then drops the unused joins), so the per-service lookups
