@@ -544,3 +544,20 @@ def test_latest_results_and_dashboard_read_service_check(client, person):
     [row] = dashboard.select_rows(dashboard.Query(), person.id)
     assert row.probe_outcome == "warn"  # the worst of the latest outcomes
     assert "Warn" in client.get("/").get_data(as_text=True)
+
+
+def test_names_from_the_database_are_escaped_in_the_rows(client, person):
+    """The rows are built in Python (webapp/dashboard_html.py), not by Jinja's autoescape."""
+    owner = UserFactory(name="<script>alert('owner')</script>", email='o"wner@example.test')
+    service = ServiceFactory(name="<script>alert('svc')</script>", owner=owner, lifecycle="launching",
+                             team=TeamFactory(name="<script>alert('team')</script>"))
+    MembershipFactory(team=service.team, user=person, role="member")
+    assess(service, person, score=40.0)
+    db.session.commit()
+    for path in ("/", "/?attention=1", f"/teams/{service.team_id}"):
+        html = client.get(path).get_data(as_text=True)
+        assert "<script>alert(" not in html, path
+        assert "&lt;script&gt;alert(&#39;svc&#39;)&lt;/script&gt;" in html, path
+        assert "&lt;script&gt;alert(&#39;owner&#39;)&lt;/script&gt;" in html, path
+        assert 'title="o&#34;wner@example.test"' in html, path
+    assert '">&lt;script&gt;alert(&#39;team&#39;)&lt;/script&gt;</a></td>' in client.get("/").get_data(as_text=True)

@@ -6,6 +6,7 @@ attributes (the CSP refuses them): only SVG presentation attributes, which Weasy
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -224,6 +225,13 @@ def category_bars(categories: Sequence[tuple[str, float | None]], *, title: str,
 def sparkline(values: Sequence[float | None], width: int = 96, height: int = 24) -> Markup:
     """A tiny score trend (0..100) for table rows: the line and its last point, labelled for
     screen readers. Plain Python: a dashboard draws fifty of these per page."""
+    return _sparkline(tuple(values), width, height)
+
+
+# Cached by the values themselves: trends change rarely, and formatting a thousand points
+# per page was a third of the table's time.
+@functools.lru_cache(maxsize=4096)
+def _sparkline(values: tuple[float | None, ...], width: int, height: int) -> Markup:
     points = [v or 0.0 for v in values]
     if len(points) < 2:
         return Markup('<span class="muted small">one point</span>' if points else '<span class="muted">—</span>')

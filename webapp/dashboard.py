@@ -1,7 +1,9 @@
 """The read side: dashboard rows, summaries, trends and exports, built from the read model
 (scores stored on Assessment, latest probe outcomes in ServiceCheck) in a fixed number of
 queries however many services and however much history there is. Nothing here writes,
-except `rescore`, which fills the read model for rows that predate it."""
+except `rescore`, which fills the read model for rows that predate it, and the flush hook
+that keeps each service's pointers to its working and signed-off assessment and its
+score trend current."""
 
 from __future__ import annotations
 
@@ -14,9 +16,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
-from sqlalchemy import Integer, Select, bindparam, case, func, literal, or_, select, true
-from sqlalchemy.orm import aliased, selectinload
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy import (
+    Integer,
+    Select,
+    bindparam,
+    case,
+    event,
+    func,
+    inspect,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
 from webapp import attention
 from webapp.extensions import db
@@ -302,19 +317,12 @@ def _signed_query():
             .limit(1))
 
 
-def _assessment_joins(dialect: str):
-    """(alias, join condition) for the working and the signed-off assessment. PostgreSQL
-    gets LATERAL joins: given `id = (subquery)` it hashes the whole assessment table
-    instead. SQLite has no LATERAL, and looks the id up per service just as well."""
-    joins = []
-    for name, query in (("working", _working_query()), ("signed", _signed_query())):
-        if dialect == "postgresql":
-            joins.append((aliased(Assessment, query.lateral(name), name=name), true()))
-        else:
-            alias = aliased(Assessment, name=name)
-            ids = query.with_only_columns(Assessment.id).correlate(Service).scalar_subquery()
-            joins.append((alias, alias.id == ids))
-    return joins
+def _assessment_joins():
+    """(alias, join condition) for the working and the signed-off assessment: by the
+    pointers stored on the service (see "Keeping the pointers current" below)."""
+    working, signed = aliased(Assessment, name="working"), aliased(Assessment, name="signed")
+    return [(working, working.id == Service.working_assessment_id),
+            (signed, signed.id == Service.signed_assessment_id)]
 
 
 def _probe_columns():
@@ -337,11 +345,12 @@ class _Shape:
     tiles: Select
     columns: dict
     mine: object
+    rows_without_trend: Select  # exports without trends: no JSON to decode per row
 
 
 @functools.cache
 def _shape_for(dialect: str) -> _Shape:
-    (working_a, working_on), (signed_a, signed_on) = _assessment_joins(dialect)
+    (working_a, working_on), (signed_a, signed_on) = _assessment_joins()
     probe_severity, probe_checked_at = _probe_columns()
     viewer = bindparam("viewer_id", type_=Integer)
     my_teams = select(Membership.team_id).where(Membership.user_id == viewer)
@@ -373,7 +382,7 @@ def _shape_for(dialect: str) -> _Shape:
     tiles = (joined(Service.team_id, Team.name, Service.tier, verdict.label("verdict"), func.count().label("n"),
                     func.count(columns["score"]).label("scored"), func.sum(columns["score"]).label("score_sum"))
              .group_by(Service.team_id, Team.name, Service.tier, verdict))
-    return _Shape(rows, joined(Service.id), tiles, columns, mine)
+    return _Shape(rows.add_columns(Service.score_trend), joined(Service.id), tiles, columns, mine, rows)
 
 
 def _shape() -> _Shape:
@@ -457,7 +466,7 @@ def _row(r) -> DashboardRow:
         tier=r.tier, lifecycle=r.lifecycle, owner_id=r.owner_id, owner_name=r.owner_name,
         owner_email=r.owner_email, mine=bool(r.mine), working=working, signed_off=signed,
         probe_outcome=OUTCOME_OF_SEVERITY.get(r.probe_severity) if r.probe_severity is not None else None,
-        probe_checked_at=r.probe_checked_at)
+        probe_checked_at=r.probe_checked_at, trend=tuple(getattr(r, "score_trend", None) or ()))
 
 
 def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
@@ -465,7 +474,8 @@ def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
     """Rows matching `query`, sorted, in two queries (rows, then their trends)."""
     shape = _shape()
     order = _order(query, shape.columns)
-    stmt = _filter(shape.rows, query, shape.columns, shape.mine).order_by(*order)
+    stmt = _filter(shape.rows if trend_points else shape.rows_without_trend, query, shape.columns,
+                   shape.mine).order_by(*order)
     if limit is not None:
         # A page: pick its ids first, from a statement that computes only what the filters
         # and the sort use (SQLite then drops the unused joins), so the per-service lookups
@@ -474,10 +484,15 @@ def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
                     .limit(limit).offset(offset))
         stmt = stmt.where(Service.id.in_(page_ids.scalar_subquery()))
     rows = [_row(r) for r in db.session.execute(stmt, _viewer(user_id))]
-    if trend_points and rows:
-        trends = score_trends([row.service_id for row in rows], trend_points)
-        rows = [replace(row, trend=tuple(trends.get(row.service_id, ()))) for row in rows]
-    return rows
+    return _with_trends(rows, trend_points)
+
+
+def _with_trends(rows: list[DashboardRow], points: int) -> list[DashboardRow]:
+    """Rows carry the stored last TREND_POINTS scores; fewer are a slice, more a query."""
+    if points > TREND_POINTS and rows:
+        trends = score_trends([row.service_id for row in rows], points)
+        return [replace(row, trend=tuple(trends.get(row.service_id, ()))) for row in rows]
+    return [replace(row, trend=row.trend[-points:] if points else ()) for row in rows]
 
 
 def summary(query: Query, user_id: int | None) -> Summary:
@@ -502,19 +517,21 @@ def summary(query: Query, user_id: int | None) -> Summary:
     return Summary(total, by_verdict, by_tier, by_team)
 
 
-def score_trends(service_ids: list[int], points: int = TREND_POINTS) -> dict[int, list[float]]:
-    """The last `points` snapshot scores of each service, oldest first: one windowed query."""
-    if not service_ids:
+def score_trends(service_ids: list[int] | None, points: int = TREND_POINTS,
+                 connection=None) -> dict[int, list[float]]:
+    """The last `points` snapshot scores of each service (every service if None), oldest
+    first: one windowed query."""
+    if service_ids is not None and not service_ids:
         return {}
     rank = func.row_number().over(partition_by=ScoreSnapshot.service_id,
                                   order_by=(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()))
     ranked = (select(ScoreSnapshot.service_id, ScoreSnapshot.score, ScoreSnapshot.at, ScoreSnapshot.id,
                      rank.label("rank"))
-              .where(ScoreSnapshot.service_id.in_(service_ids)).subquery())
+              .where(true() if service_ids is None else ScoreSnapshot.service_id.in_(service_ids)).subquery())
     stmt = (select(ranked.c.service_id, ranked.c.score).where(ranked.c.rank <= points)
             .order_by(ranked.c.service_id, ranked.c.at, ranked.c.id))
     trends: dict[int, list[float]] = defaultdict(list)
-    for service_id, score in db.session.execute(stmt):
+    for service_id, score in (connection or db.session).execute(stmt):
         trends[service_id].append(score)
     return dict(trends)
 
@@ -562,10 +579,7 @@ def service_row(service_id: int, user_id: int | None = None,
     found = db.session.execute(stmt, _viewer(user_id)).first()
     if found is None:
         return None
-    row = _row(found)
-    if trend_points:
-        row = replace(row, trend=tuple(score_trends([service_id], trend_points).get(service_id, ())))
-    return row
+    return _with_trends([_row(found)], trend_points)[0]
 
 
 # Exports ---------------------------------------------------------------------------------
@@ -634,4 +648,89 @@ def rescore(*, everything: bool = False, batch_size: int = 200, now: datetime | 
             commit()
     if not everything:
         done += rescore_lapsed_waivers(now)
+    refresh_read_model()  # also a backstop for services' pointers and trends
     return done
+
+
+# Keeping the pointers and trends current -------------------------------------------------
+# Service.working_assessment_id / signed_assessment_id are what `_working_query` and
+# `_signed_query` would find, and Service.score_trend what `score_trends` would. One hook on
+# every ORM session keeps them so: after a flush that inserted, deleted or moved an
+# assessment, changed its state, created_at or decided_at, or inserted a score snapshot,
+# the services concerned are recomputed in two queries and written only where something
+# changed. A GET changes none of these, so it never writes here. Core writes to
+# `assessment` or `score_snapshot` bypass the hook: call `refresh_read_model()` after them
+# (as `demo.seed` does; `flask assessments rescore` runs it as a backstop).
+
+_POINTER_INPUTS = ("state", "created_at", "decided_at", "service_id")
+_PENDING = "dashboard_read_model_services"
+
+
+def _pointer_values(service_ids: Iterable[int] | None = None) -> Select:
+    working = _working_query().with_only_columns(Assessment.id).correlate(Service).scalar_subquery()
+    signed = _signed_query().with_only_columns(Assessment.id).correlate(Service).scalar_subquery()
+    stmt = select(Service.id, Service.working_assessment_id, Service.signed_assessment_id, working, signed)
+    return stmt if service_ids is None else stmt.where(Service.id.in_(list(service_ids)))
+
+
+def refresh_read_model(session: Session | None = None, service_ids: Iterable[int] | None = None) -> int:
+    """Recompute the pointers and trends of `service_ids` (every service if None); returns
+    how many services changed. Runs on the session's connection, in its transaction."""
+    session = session or db.session
+    connection = session.connection()
+    ids = None if service_ids is None else sorted(set(service_ids))
+    stored = {sid: tuple(trend or ()) for sid, trend in connection.execute(
+        select(Service.id, Service.score_trend).where(true() if ids is None else Service.id.in_(ids)))}
+    trends = score_trends(ids, TREND_POINTS, connection)
+    changed = []
+    for sid, old_w, old_s, w, s in connection.execute(_pointer_values(ids)):
+        trend = trends.get(sid, [])
+        if (old_w, old_s, stored.get(sid, ())) != (w, s, tuple(trend)):
+            changed.append({"sid": sid, "w": w, "s": s, "t": trend})
+    if changed:
+        table = Service.__table__
+        # Not an edit of the service: updated_at stays as it was.
+        connection.execute(update(table).where(table.c.id == bindparam("sid"))
+                           .values(working_assessment_id=bindparam("w"), signed_assessment_id=bindparam("s"),
+                                   score_trend=bindparam("t", type_=table.c.score_trend.type),
+                                   updated_at=table.c.updated_at), changed)
+        for row in changed:  # loaded services show the new values without a reload
+            service = session.identity_map.get(inspect(Service).identity_key_from_primary_key((row["sid"],)))
+            if service is not None:
+                set_committed_value(service, "working_assessment_id", row["w"])
+                set_committed_value(service, "signed_assessment_id", row["s"])
+                set_committed_value(service, "score_trend", row["t"])
+    return len(changed)
+
+
+def _note(session: Session, service_ids: Iterable[int | None]) -> None:
+    noted = {sid for sid in service_ids if sid is not None}
+    if noted:
+        session.info.setdefault(_PENDING, set()).update(noted)
+
+
+@event.listens_for(Session, "before_flush")
+def _note_deleted_assessments(session: Session, flush_context, instances) -> None:
+    """Deleted rows are read before the flush: afterwards there is no row to load from.
+    (Their snapshots go with them, by ON DELETE CASCADE: the trend is refreshed too.)"""
+    _note(session, (obj.service_id for obj in session.deleted if isinstance(obj, Assessment | ScoreSnapshot)))
+
+
+@event.listens_for(Session, "after_flush")
+def _note_assessment_changes(session: Session, flush_context) -> None:
+    """Note which services this flush may have changed. In after_flush the new rows have
+    their ids and attribute history still says what changed."""
+    noted = [obj.service_id for obj in session.new if isinstance(obj, Assessment | ScoreSnapshot)]
+    for obj in session.dirty:
+        if isinstance(obj, Assessment):
+            attrs = inspect(obj).attrs
+            if any(attrs[name].history.has_changes() for name in _POINTER_INPUTS):
+                noted += [obj.service_id, *(attrs.service_id.history.deleted or ())]
+    _note(session, noted)
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _refresh_noted(session: Session, flush_context) -> None:
+    noted = session.info.pop(_PENDING, None)
+    if noted:
+        refresh_read_model(session, noted)

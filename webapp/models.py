@@ -173,12 +173,24 @@ class Service(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The read model's pointers: the open assessment lists show and the latest signed-off
+    # one, kept current by the flush hook in webapp.dashboard (never set them by hand), so
+    # lists join two rows by primary key instead of looking them up per service.
+    working_assessment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assessment.id", ondelete="SET NULL", use_alter=True, name="fk_service_working_assessment_id"),
+        index=True)
+    signed_assessment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assessment.id", ondelete="SET NULL", use_alter=True, name="fk_service_signed_assessment_id"),
+        index=True)
+    # The last dashboard.TREND_POINTS snapshot scores, oldest first, kept by the same hook.
+    score_trend: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
 
     team: Mapped[Team] = relationship(back_populates="services")
     owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
     backup_owner: Mapped[User | None] = relationship(foreign_keys=[backup_owner_id])
     assessments: Mapped[list[Assessment]] = relationship(
-        back_populates="service", order_by="Assessment.created_at.desc()"
+        back_populates="service", order_by="Assessment.created_at.desc()",
+        foreign_keys="Assessment.service_id",
     )
     runbook_revisions: Mapped[list[RunbookRevision]] = relationship(
         back_populates="service", order_by="RunbookRevision.created_at.desc()"
@@ -256,7 +268,8 @@ class Assessment(db.Model):
         Index("ix_assessment_state_submitted_at", "state", "submitted_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    # active_history: a move loads the old service first, whose pointers must move too.
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True, active_history=True)
     checklist_version_id: Mapped[int] = mapped_column(ForeignKey("checklist_version.id"))
     state: Mapped[str] = mapped_column(String(20), default="draft")
     created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
@@ -277,7 +290,7 @@ class Assessment(db.Model):
     blocker_count: Mapped[int] = mapped_column(Integer, default=0)
     scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    service: Mapped[Service] = relationship(back_populates="assessments")
+    service: Mapped[Service] = relationship(back_populates="assessments", foreign_keys=[service_id])
     checklist_version: Mapped[ChecklistVersion] = relationship()
     created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
     submitted_by: Mapped[User | None] = relationship(foreign_keys=[submitted_by_id])

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from markupsafe import Markup
 
-from webapp import accounts, charts, dashboard
+from webapp import accounts, dashboard, dashboard_html
 from webapp.models import utcnow
 
 bp = Blueprint("main", __name__)
 
-SHORT_VERDICTS = {
-    "ready": ("Ready", "verdict-ready", "✔", "Ready"),
-    "ready_with_conditions": ("Conditions", "verdict-conditions", "◐", "Ready with conditions"),
-    "not_ready": ("Not ready", "verdict-not-ready", "✖", "Not ready"),
-}
-
-
-@functools.lru_cache(maxsize=64)  # the same few strings on every row of every list
-def short_verdict_chip(verdict: str) -> Markup:
-    """A verdict chip short enough for a dense table: still colour, word and icon."""
-    label, css, icon, title = SHORT_VERDICTS.get(verdict, (verdict, "chip-neutral", "•", verdict))
-    return Markup('<span class="chip {}" title="{}"><span aria-hidden="true">{}</span> {}</span>').format(
-        css, title, icon, label)
-
-
 # In Python, not Jinja macros: drawn for every row, macros were the slowest part of the page.
-bp.add_app_template_global(charts.sparkline, "sparkline_svg")
-bp.add_app_template_global(short_verdict_chip, "short_verdict")
+for _name, _function in dashboard_html.TEMPLATE_GLOBALS.items():
+    bp.add_app_template_global(_function, _name)
 
 
 @bp.get("/")
