@@ -279,8 +279,10 @@ def test_metrics_floods_finish_near_the_deadline(targets):
     # the cap within the deadline, cut by it (timeout): never a hang, never another error.
     assert all(r.outcome == "warn" or r.error_code == "timeout" for r in measured.value), \
         [(r.outcome, r.error_code) for r in measured.value]
-    # Parsing 12 capped prefixes costs about a second of CPU on top of the fetches.
-    assert measured.seconds < DEADLINE_S + 2.0, f"took {measured.seconds:.2f} s"
+    # Bounded, never a hang (12 endless streams read without a cap or deadline never end).
+    # Parsing 12 capped prefixes costs about a second of CPU on top of the fetches, and in CI
+    # that CPU is shared with the other database's pass running beside it (4.0 s seen there).
+    assert measured.seconds < DEADLINE_S + 4.0, f"took {measured.seconds:.2f} s"
 
 
 def test_non_utf8_json_is_a_warning_with_a_code(targets):
