@@ -145,8 +145,10 @@ def wait_for_http(port: int, path: str = "/healthz", timeout: float = 30) -> Non
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict, *args: str, app: str = "webapp.wsgi:app", cwd: Path | None = None):
-    """Run gunicorn with Preflight's production config; yields (process, port, log path)."""
+def gunicorn(env: dict, *args: str, app: str = "webapp.wsgi:app", cwd: Path | None = None,
+             ready_path: str = "/healthz"):
+    """Run gunicorn with Preflight's production config; yields (process, port, log path).
+    It is up once `ready_path` answers."""
     port = free_port()
     log_path = Path(env["PREFLIGHT_INSTANCE_PATH"]) / f"gunicorn-{port}.log"
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd or ""), str(REPO)])),
@@ -156,7 +158,7 @@ def gunicorn(env: dict, *args: str, app: str = "webapp.wsgi:app", cwd: Path | No
             [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:webapp.gunicorn_conf",
              *args, app], env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     try:
-        wait_for_http(port)
+        wait_for_http(port, ready_path)
         yield process, port, log_path
     finally:
         if process.poll() is None:

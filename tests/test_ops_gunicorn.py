@@ -74,11 +74,13 @@ def test_metrics_count_every_request_across_two_workers(server_env, tmp_path):
     (tmp_path / "slow_wsgi.py").write_text(SLOW_APP)
     sent = 60
     env = {**server_env, "WEB_CONCURRENCY": "2"}
-    with gunicorn(env, app="slow_wsgi:app", cwd=tmp_path) as (_, port, log_path):
+    # Up once /metrics answers, so that only this test's requests reach /healthz: a start-up
+    # probe that timed out on a busy machine could still be served, and counted, later.
+    with gunicorn(env, app="slow_wsgi:app", cwd=tmp_path, ready_path="/metrics") as (_, port, log_path):
         deadline = time.monotonic() + 30
         while _booted_workers(log_path) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        before = _requests_counted(port, "ops.health")  # wait_for_http's own probe counts too
+        before = _requests_counted(port, "ops.health")
 
         def hit(index: int) -> None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
