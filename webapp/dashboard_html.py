@@ -50,6 +50,11 @@ def _verdict_link(assessment_id: int, verdict: str) -> str:
             f'{short_verdict_chip(verdict)}</a>')
 
 
+def _verdict_td(css: str, inner: str) -> Markup:
+    """A verdict-and-note cell; the whitespace matches what the Jinja macro made."""
+    return Markup(f'<td class="{css}">\n    \n      {inner}\n    \n  </td>')
+
+
 def working_cell(row: DashboardRow) -> Markup:
     """The verdict the service stands at: the open assessment's, else the last signed-off one."""
     if row.working:
@@ -60,7 +65,7 @@ def working_cell(row: DashboardRow) -> Markup:
                  f'      <span class="state-note">signed off</span>')
     else:
         inner = '<span class="chip chip-neutral"><span aria-hidden="true">○</span> Not assessed</span>'
-    return Markup(f'<td class="verdict-cell">\n    \n      {inner}\n    \n  </td>')
+    return _verdict_td("verdict-cell", inner)
 
 
 def signed_cell(row: DashboardRow) -> Markup:
@@ -69,7 +74,7 @@ def signed_cell(row: DashboardRow) -> Markup:
                  f'{format_datetime(row.signed_off.decided_at, "%Y-%m-%d")}</span>')
     else:
         inner = '<span class="muted">never</span>'
-    return Markup(f'<td class="signed-cell">\n    \n      {inner}\n    \n  </td>')
+    return _verdict_td("signed-cell", inner)
 
 
 def probe_cell(row: DashboardRow) -> Markup:

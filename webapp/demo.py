@@ -261,12 +261,8 @@ def extend(reports: int = 0) -> dict[str, int]:
         .where(Assessment.id.in_(latest), Service.team_id.in_(demo_teams),
                ~select(Report.id).where(Report.assessment_id == Assessment.id).exists())
         .order_by(Assessment.service_id).limit(reports)).all() if reports else []
-    from webapp import reports as pdf_reports
-    from webapp import reviews
-
     for assessment in missing:
-        body = reviews.canonical_json(reviews.snapshot(assessment))
-        pdf_reports.issue(assessment, body, admin, at=assessment.decided_at)
+        _issue_report(assessment, admin)
     return {"sign_off": 2 * len(unsigned), "report": len(missing)}
 
 
@@ -517,19 +513,24 @@ def seed_reports(ctx: Context, services: list[DemoService], limit: int) -> int:
     """Signed PDF reports, made exactly as a sign-off makes them (snapshot, render, sign,
     store), for the latest signed-off assessment of the first `limit` services that have
     one. Runs after the bulk INSERTs, through the ORM, since it renders from the rows."""
-    from webapp import reports, reviews
-
     made = 0
     for service in services:
         if made >= limit:
             break
         if not service.signed_off:
             continue
-        assessment = db.session.get(Assessment, service.signed_off[-1])
-        body = reviews.canonical_json(reviews.snapshot(assessment))
-        reports.issue(assessment, body, db.session.get(User, ctx.admin_id), at=assessment.decided_at)
+        _issue_report(db.session.get(Assessment, service.signed_off[-1]), db.session.get(User, ctx.admin_id))
         made += 1
     return made
+
+
+def _issue_report(assessment: Assessment, actor: User) -> None:
+    """Render, sign and store the report of a signed-off assessment, as its sign-off would,
+    dated at that sign-off."""
+    from webapp import reports, reviews
+
+    body = reviews.canonical_json(reviews.snapshot(assessment))
+    reports.issue(assessment, body, actor, at=assessment.decided_at)
 
 
 # Probes -------------------------------------------------------------------------------
