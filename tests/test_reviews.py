@@ -4,6 +4,7 @@ resubmit, conditions, frozen assessments refusing every change, the queue, permi
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -218,8 +219,20 @@ def test_reject_needs_a_comment(client, auth, cast):
     _as(client, auth, cast.sre)
     response = _decide(client, assessment.id, "sre", "reject", "")
     assert response.status_code == 400
-    assert "a comment is required" in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    # Under the comment box, where the reviewer has to type, not under the decision.
+    assert re.search(r'id="comment-errors"[^>]*>\s*<li>Say why you reject: a comment is required', page)
     assert _fresh(Assessment, assessment.id).state == "in_review"
+
+
+def test_a_refused_decision_offers_again_only_the_roles_the_reviewer_can_sign(client, auth, cast):
+    assessment = _submitted(cast)
+    _as(client, auth, cast.sre)
+    response = _decide(client, assessment.id, "sre", "approve_with_conditions", "",
+                       **{"conditions-0-text": "Something"})
+    assert response.status_code == 400
+    role_select = re.search(r'<select[^>]*name="role".*?</select>', response.get_data(as_text=True), re.S)
+    assert re.findall(r'<option[^>]*value="([^"]+)"', role_select.group(0)) == ["sre"]
 
 
 # Conditions ----------------------------------------------------------------------------

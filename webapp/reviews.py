@@ -41,6 +41,10 @@ class ReviewError(assessments.AssessmentError):
     """A sign-off rule was broken; the message is fit to show the user."""
 
 
+class CommentError(ReviewError):
+    """The decision's comment is missing or too long: the form shows it under the comment."""
+
+
 @dataclass(frozen=True)
 class ConditionInput:
     text: str
@@ -125,7 +129,7 @@ def decide(assessment: Assessment, actor: User, role: str, decision: str, commen
         raise ReviewError(reason)
     comment = (comment or "").strip()
     if len(comment) > MAX_COMMENT_CHARS:
-        raise ReviewError(f"The comment is too long (at most {MAX_COMMENT_CHARS:,} characters).")
+        raise CommentError(f"The comment is too long (at most {MAX_COMMENT_CHARS:,} characters).")
     checklist = assessments.checklist_for(assessment)
     item_comments = {k: v.strip() for k, v in (item_comments or {}).items() if v and v.strip()}
     for key in item_comments:
@@ -133,7 +137,7 @@ def decide(assessment: Assessment, actor: User, role: str, decision: str, commen
             raise ReviewError(f"“{key}” is not an item of this checklist.")
     today = today or utcnow().date()
     if decision == "reject" and not (comment or item_comments):
-        raise ReviewError("Say why you reject: a comment is required.")
+        raise CommentError("Say why you reject: a comment is required.")
     if decision == "approve_with_conditions":
         if not conditions:
             raise ReviewError("Approve with conditions needs at least one condition.")

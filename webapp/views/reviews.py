@@ -127,8 +127,8 @@ def decide(assessment_id: int):
     except assessments.AssessmentError as exc:
         db.session.rollback()
         assessment = db.session.get(Assessment, assessment_id)
-        form.decision.errors = [str(exc)]
-        form.role.choices = choices((r, r) for r in reviews.roles_open_to(current_user, assessment))
+        field = form.comment if isinstance(exc, reviews.CommentError) else form.decision
+        field.errors = [str(exc)]
         return _refuse(assessment, form, back)
     db.session.commit()
     if assessment.state == "signed_off":
@@ -142,6 +142,8 @@ def decide(assessment_id: int):
 
 
 def _refuse(assessment: Assessment, form: SignOffForm, back: str | None):
+    # The post accepted any required role; the form shown again offers only the user's own.
+    form.role.choices = choices((r, r) for r in reviews.roles_open_to(current_user, assessment))
     if back == "meeting":
         from webapp.views.reports import meeting_context
 
