@@ -79,6 +79,16 @@ def test_every_change_is_kept_in_history(client, setup):
     assert "now partial" in page and "Not met" in page
 
 
+def test_history_says_a_note_was_edited_rather_than_met_to_met(client, setup):
+    _, _, assessment = setup
+    client.post(answer_url(assessment), data={"status": "met", "note": "first", "version": "0"})
+    version = assessments.answer_for(assessment, ITEM).version
+    client.post(answer_url(assessment), data={"status": "met", "note": "second", "version": str(version)})
+    page = client.get(f"/assessments/{assessment.id}/items/{ITEM}/history").get_data(as_text=True)
+    assert 'status-met">Met</strong>, note edited' in page and "→ <strong class=\"status-met\">Met" in page
+    assert page.count("→") == 1  # only the first answer changed the status
+
+
 def test_na_needs_a_reason(client, setup):
     _, _, assessment = setup
     response = client.post(answer_url(assessment), data={"status": "n_a", "note": "  ", "version": "0"},
