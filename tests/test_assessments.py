@@ -503,6 +503,21 @@ def test_probe_results_read_as_sentences_with_the_raw_error_one_click_away(clien
     assert "WRONG_VERSION_NUMBER" in panel and "tls_invalid" in panel
 
 
+def test_probe_names_keep_their_capitals_on_items_and_probe_pages(client, setup):
+    _user, service, assessment = setup
+    service.base_url = "https://svc.example.test/"
+    result = probe_result(service, "https", "fail", "plain HTTP only", url="https://svc.example.test/")
+    probe_result(service, "correlation_id", "pass", "echoed")
+    db.session.commit()
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    row = page.split('id="item-https_everywhere"')[1].split("</article>")[0]
+    assert "HTTPS probe:" in row and "Https" not in row
+    raw = client.get(f"/probe-results/{result.id}").get_data(as_text=True)
+    assert "<h1>HTTPS check" in raw and "<title>HTTPS result" in raw
+    probes_page = client.get(f"/services/{service.id}/probes").get_data(as_text=True)
+    assert ">correlation ID</a>" in probes_page and ">HTTPS</a>" in probes_page
+
+
 def test_a_probe_that_can_never_run_says_what_to_configure(client, setup):
     _user, service, assessment = setup
     page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)

@@ -114,6 +114,18 @@ def outcome_chip(outcome: str) -> Markup:
 
 _CHIP_TABLES = {"verdicts": VERDICTS, "outcomes": OUTCOMES}
 
+
+def probe_kind(kind: str) -> str:
+    """A probe check's name as people write it: "HTTPS", "TLS expiry", "correlation ID"."""
+    from webapp.probe_messages import KIND_LABELS
+
+    return KIND_LABELS.get(kind, (kind or "").replace("_", " "))
+
+
+def upper_first(text: str) -> str:
+    """Capitalise the first letter only: Jinja's `capitalize` lowers the rest ("Https")."""
+    return text[:1].upper() + text[1:] if text else text
+
 FILTERS = {
     "markdown": render_markdown,
     "note_html": note_html,
@@ -121,4 +133,6 @@ FILTERS = {
     "verdict_chip": verdict_chip,
     "outcome_chip": outcome_chip,
     "status_label": lambda s: STATUS_LABELS.get(s, s),
+    "probe_kind": probe_kind,
+    "upper_first": upper_first,
 }
