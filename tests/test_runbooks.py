@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,6 +61,9 @@ def test_diff_shows_removed_and_added_lines(client, editor):
     client.post(edit_url(service), data={"body": SECOND, "based_on": str(first.id)})
     page = client.get(f"/services/{service.id}/runbook/diff").get_data(as_text=True)
     assert 'class="diff-remove"' in page and 'class="diff-add"' in page
+    # Numbered, so two revisions saved in the same minute by one person can be told apart.
+    assert "From revision 1 (" in page and "to revision 2 (" in page
+    assert re.search(r'<option value="\d+" selected>#1 · ', page) and re.search(r'<option value="\d+" selected>#2 · ', page)
     assert "Restart with `kubectl rollout restart deploy/payments`." in page.replace("&#96;", "`")
     lines = runbooks.diff(*reversed(runbooks.revisions(service)))
     assert [(line.kind, line.text) for line in lines if line.kind in ("add", "remove")] == [
