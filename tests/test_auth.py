@@ -66,6 +66,14 @@ def test_login_failures_share_one_message(client):
     assert response.status_code == 400
 
 
+def test_a_page_behind_sign_in_says_sign_in_like_the_rest_of_the_app(client):
+    UserFactory()  # not the first person: no redirect to the admin sign-up
+    db.session.commit()
+    response = client.get("/teams/", follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert "Sign in to see this page." in page and "log in" not in page.lower()
+
+
 @pytest.mark.parametrize("target, expected", [
     ("/teams/", "/teams/"),
     ("https://evil.example/", "/"),

@@ -174,6 +174,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
+    login_manager.login_message = "Sign in to see this page."  # the app says "sign in" everywhere
     if app.config.get("HUEY_IMMEDIATE"):
         huey.immediate = True  # tests: run jobs inline (the queue is process-global)
 
