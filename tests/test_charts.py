@@ -72,6 +72,7 @@ def test_uptime_is_never_rounded_up_to_a_perfect_score():
     svg = uptime_bar([Day(date(2026, 1, 1), 2700, 2699, "warn")], title="Health")
     assert "99.96% of 2,700 checks passed" in svg and "100% of" not in svg
     assert "100% of 5 checks passed" in uptime_bar([Day(date(2026, 1, 1), 5, 5, "pass")], title="Health")
+    assert "100% of 1 check passed" in uptime_bar([Day(date(2026, 1, 1), 1, 1, "pass")], title="Health")
 
 
 def test_category_bars_write_each_score_and_na():

@@ -159,7 +159,9 @@ def uptime_bar(days: Sequence[Day], *, title: str, width: int = 720, height: int
     block = (width - gap * (len(days) - 1)) / len(days)
     runs = sum(d.runs for d in days)
     overall = 100 * sum(d.passes for d in days) / runs if runs else None
-    summary = f"{title}: {_uptime(overall)}% of {runs:,} checks passed" if overall is not None else f"{title}: no checks ran"
+    checks = "check" if runs == 1 else "checks"
+    summary = (f"{title}: {_uptime(overall)}% of {runs:,} {checks} passed" if overall is not None
+               else f"{title}: no checks ran")
     parts = [f'<svg class="chart uptime-bar" viewBox="0 0 {width} {height}" width="100%" role="img" '
              f'aria-label="{escape(summary)}" xmlns="http://www.w3.org/2000/svg" {FONT} font-size="11">',
              f"<title>{escape(summary)}</title>"]
