@@ -100,3 +100,20 @@ def test_timeline_tells_the_story_and_filters_by_kind(client, auth):
     page = client.get(f"/services/{service.id}/timeline?kind=probes").get_data(as_text=True)
     assert "Probe health turned fail" in page and "Edited the runbook." not in page
     assert client.get(f"/services/{service.id}/timeline?kind=nope&page=99").status_code == 200
+
+
+def test_timeline_names_items_by_their_titles(client, auth):
+    from tests.factories import MembershipFactory
+    from webapp import assessments, catalog
+
+    member = MembershipFactory(role="maintainer")
+    service = ServiceFactory(team=member.team, tier=2)
+    catalog.sync(force=True)
+    assessment = assessments.start_assessment(service, catalog.latest_version("production-readiness"),
+                                              member.user)
+    db.session.commit()
+    auth.login(member.user)
+    client.post(f"/assessments/{assessment.id}/items/restore_tested/answer",
+                data={"status": "met", "note": "", "version": "0"})
+    page = client.get(f"/services/{service.id}/timeline").get_data(as_text=True)
+    assert "Answered “Tested restore procedure”: met." in page and "restore tested" not in page

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import Select, or_, select
 
-from webapp.models import AuditEvent
+from webapp.extensions import db
+from webapp.models import Assessment, AuditEvent, ChecklistVersion
 
 # kind -> (label, action prefixes)
 KINDS = {
@@ -38,20 +39,33 @@ def kind_of(event: AuditEvent) -> str:
     return "service"
 
 
-def _item(data: dict) -> str:
-    return str(data.get("item", "an item")).replace("_", " ")
+def item_titles(service_id: int) -> dict[str, str]:
+    """Item keys to titles in the checklist versions the service was assessed against, so the
+    sentences name items as the assessment page does ("Tested restore procedure")."""
+    from webapp import catalog
+
+    versions = db.session.scalars(select(ChecklistVersion).where(ChecklistVersion.id.in_(
+        select(Assessment.checklist_version_id).where(Assessment.service_id == service_id))))
+    return {item.key: item.title for version in versions for item in catalog.checklist_of(version).items}
 
 
-def describe(event: AuditEvent) -> str:
-    """One sentence saying what happened (who and when are shown beside it)."""
+def _item(data: dict, titles: dict[str, str]) -> str:
+    key = str(data.get("item", "an item"))
+    return titles.get(key) or key.replace("_", " ")
+
+
+def describe(event: AuditEvent, titles: dict[str, str] | None = None) -> str:
+    """One sentence saying what happened (who and when are shown beside it); `titles` names
+    items by their titles (item_titles), else by their keys."""
     after, before = event.after or {}, event.before or {}
     action = event.action
+    titles = titles or {}
     if action == "answer.set":
-        return f"Answered “{_item(after)}”: {STATUS.get(after.get('status'), after.get('status'))}."
+        return f"Answered “{_item(after, titles)}”: {STATUS.get(after.get('status'), after.get('status'))}."
     if action == "evidence.add":
-        return f"Added evidence to “{_item(after)}”: {after.get('url', '')}"
+        return f"Added evidence to “{_item(after, titles)}”: {after.get('url', '')}"
     if action == "evidence.remove":
-        return f"Removed evidence from “{_item(before)}”: {before.get('url', '')}"
+        return f"Removed evidence from “{_item(before, titles)}”: {before.get('url', '')}"
     if action == "assessment.start":
         copied = " (answers copied)" if after.get("copied_from") else ""
         return f"Started an assessment against {after.get('checklist', 'a checklist')} v{after.get('version', '?')}{copied}."
@@ -61,7 +75,7 @@ def describe(event: AuditEvent) -> str:
         return "Submitted an assessment for review."
     if action.startswith("waiver."):
         verb = {"waiver.request": "Requested", "waiver.approved": "Approved", "waiver.declined": "Declined"}
-        return f"{verb.get(action, action.split('.', 1)[1].capitalize())} a waiver for “{_item(after)}”."
+        return f"{verb.get(action, action.split('.', 1)[1].capitalize())} a waiver for “{_item(after, titles)}”."
     if action == "probe.changed":
         return (f"Probe {str(after.get('kind', '?')).replace('_', ' ')} turned "
                 f"{after.get('outcome', '?')} (was {before.get('outcome', 'never run')}).")

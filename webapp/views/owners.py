@@ -69,4 +69,5 @@ def timeline(service_id: int):
     kind = kind if kind in told.KINDS else ""
     page = db.paginate(told.events(service.id, kind or None), per_page=50, error_out=False)
     return render_template("owners/timeline.html", service=service, page=page, kind=kind,
-                           kinds=told.KINDS, describe=told.describe, kind_of=told.kind_of)
+                           kinds=told.KINDS, describe=told.describe, kind_of=told.kind_of,
+                           titles=told.item_titles(service.id))
