@@ -514,6 +514,7 @@ def test_probe_names_keep_their_capitals_on_items_and_probe_pages(client, setup)
     assert "HTTPS probe:" in row and "Https" not in row
     raw = client.get(f"/probe-results/{result.id}").get_data(as_text=True)
     assert "<h1>HTTPS check" in raw and "<title>HTTPS result" in raw
+    assert f'href="/teams/{service.team_id}"' in raw  # the crumbs start at the team, as on Probes
     probes_page = client.get(f"/services/{service.id}/probes").get_data(as_text=True)
     assert ">correlation ID</a>" in probes_page and ">HTTPS</a>" in probes_page
 
