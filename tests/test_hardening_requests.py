@@ -183,3 +183,14 @@ def test_a_small_chunked_body_is_read_whole(server):
     db.session.commit()
     status, text = post_chunked(server, "/login", 10, body=b"email=a%40example.test&password=wrong+guess")
     assert status == 400 and "Email or password is not right" in text  # the form arrived whole
+
+
+def test_not_found_and_wrong_method_pages_speak_plainly(client, auth):
+    auth.login(UserFactory())
+    for url in ("/no-such-page", "/services/999999"):
+        page = client.get(url)
+        assert page.status_code == 404
+        text = page.get_data(as_text=True)
+        assert "There is nothing at this address" in text and "check your spelling" not in text
+    wrong = client.get("/logout")
+    assert wrong.status_code == 405 and "cannot be used that way" in wrong.get_data(as_text=True)

@@ -290,6 +290,15 @@ def register_blueprints(app: Flask) -> None:
     api.register(app)
 
 
+# Said instead of werkzeug's stock texts ("If you entered the URL manually please check your
+# spelling…"), which speak of servers and URLs rather than of what the person was after.
+PLAIN_DESCRIPTIONS = {
+    404: "There is nothing at this address: the link may be mistyped or out of date, or what it "
+         "pointed to was removed.",
+    405: "This address cannot be used that way: go back to the page and use its buttons.",
+}
+
+
 def register_errorhandlers(app: Flask) -> None:
     """Every error is a page in the app's layout (or an htmx fragment), never a traceback."""
     from flask_login import AnonymousUserMixin
@@ -320,6 +329,8 @@ def register_errorhandlers(app: Flask) -> None:
 
             return problem_for_path(error)
         description = getattr(error, "description", "Something went wrong on our side.")
+        if description == getattr(type(error), "description", None):  # werkzeug's stock text
+            description = PLAIN_DESCRIPTIONS.get(code, description)
         return respond(code, description)
 
     for code in (400, 403, 404, 405, 409, 413, 429, 500, 503):
