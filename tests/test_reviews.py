@@ -198,6 +198,7 @@ def test_reject_returns_to_draft_with_comments_on_items_and_resubmit_starts_over
     card = page.split(f'<article id="item-{ITEM}"')[1].split("</article>")[0]
     assert "No request ids in the logs we saw." in card
     assert "Logging is not there yet." in page
+    assert f'<a href="#item-{ITEM}">Structured logging (JSON)</a>' in page  # its title, not its key
     assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "signoff.reject")).after["items"] == [ITEM]
 
     _as(client, auth, cast.member)
