@@ -194,3 +194,11 @@ def test_not_found_and_wrong_method_pages_speak_plainly(client, auth):
         assert "There is nothing at this address" in text and "check your spelling" not in text
     wrong = client.get("/logout")
     assert wrong.status_code == 405 and "cannot be used that way" in wrong.get_data(as_text=True)
+
+
+def test_signed_out_error_pages_offer_sign_in_rather_than_the_dashboard(client):
+    UserFactory()
+    db.session.commit()
+    page = client.get("/signup").get_data(as_text=True)  # closed after the first account
+    assert "Sign-up is closed" in page and 'class="button primary" href="/login"' in page
+    assert "Go to the dashboard" not in page
