@@ -38,6 +38,20 @@ def test_offboarding_lists_hands_over_and_disables(client, auth):
     assert leaver.name in history and heir.name in history
 
 
+def test_handing_over_to_nobody_says_the_services_lost_their_owner(client, auth):
+    admin, leaver = UserFactory(is_admin=True), UserFactory()
+    service = ServiceFactory(owner=leaver)
+    db.session.commit()
+    auth.login(admin)
+    page = client.post(f"/users/{leaver.id}/offboard", data={"new_owner_id": "0", "new_backup_id": "0"},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "1 service handed over; 1 now has no owner." in page
+    assert db.session.get(Service, service.id).owner_id is None
+    page = client.post(f"/users/{leaver.id}/offboard", data={"new_owner_id": "0", "new_backup_id": "0"},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "Nothing to hand over." in page and "0 services" not in page
+
+
 def test_hand_over_to_the_leaver_or_a_disabled_person_is_refused(client, auth):
     admin, leaver = UserFactory(is_admin=True), UserFactory()
     gone = UserFactory()

@@ -40,6 +40,7 @@ def offboard(user_id: int):
     if form.validate_on_submit():
         new_owner = db.session.get(User, form.new_owner_id.data) if form.new_owner_id.data else None
         new_backup = db.session.get(User, form.new_backup_id.data) if form.new_backup_id.data else None
+        orphaned = 0 if new_owner else sum(s.owner_id == leaver.id for s in services)
         try:
             changed = registry.hand_over(leaver, new_owner, new_backup, current_user)
             if form.disable.data:
@@ -51,8 +52,11 @@ def offboard(user_id: int):
             form.new_owner_id.errors.append(str(exc))
         else:
             db.session.commit()
-            flash(f"{changed} service{'s' if changed != 1 else ''} handed over"
-                  + (f"; {leaver.name}'s account is disabled." if form.disable.data else "."), "success")
+            done = f"{changed} service{'s' if changed != 1 else ''} handed over" if changed else "Nothing to hand over"
+            # "— nobody —" as new owner is allowed, but say what it did: those services lost their owner.
+            left = (f"; {orphaned} now ha{'s' if orphaned == 1 else 've'} no owner" if orphaned else "")
+            flash(done + left + (f"; {leaver.name}'s account is disabled." if form.disable.data else "."),
+                  "warning" if orphaned else "success")
             return redirect(url_for("owners.offboard", user_id=leaver.id))
     return render_template("owners/offboard.html", leaver=leaver, services=services, form=form), \
         400 if form.errors else 200
