@@ -94,7 +94,7 @@ def test_na_needs_a_reason(client, setup):
     response = client.post(answer_url(assessment), data={"status": "n_a", "note": "  ", "version": "0"},
                            headers={"HX-Request": "true"})
     assert response.status_code == 400
-    assert "N/A needs a reason" in response.get_data(as_text=True)
+    assert "Not saved. Say why this item does not apply" in response.get_data(as_text=True)
     assert count(Answer) == 0 and count(AnswerChange) == 0
     response = client.post(answer_url(assessment), data={"status": "n_a", "note": "No logs: batch job", "version": "0"})
     assert db.session.scalar(select(Answer.status)) == "n_a"

@@ -264,7 +264,7 @@ def answer(assessment_id: int, item_key: str):
     form = AnswerForm()
     if not form.validate_on_submit():
         message = "; ".join(e for errors in form.errors.values() for e in errors)
-        return _respond_item(assessment, item_key, error=f"Not saved: {message}", status=400)
+        return _respond_item(assessment, item_key, error=f"Not saved. {message}", status=400)
     if "note" in request.form:
         note = form.note.data or ""
     else:  # a status click from the compact row: the note stays as it is
@@ -284,7 +284,7 @@ def answer(assessment_id: int, item_key: str):
                              conflict=theirs, status=409)
     except assessments.AssessmentError as exc:
         db.session.rollback()
-        return _respond_item(assessment, item_key, error=f"Not saved: {exc}", status=400,
+        return _respond_item(assessment, item_key, error=f"Not saved. {exc}", status=400,
                              pending_status=form.status.data)
     return _respond_item(assessment, item_key)
 
@@ -297,12 +297,12 @@ def add_evidence(assessment_id: int, item_key: str):
     form = EvidenceForm()
     if not form.validate_on_submit():
         message = "; ".join(e for errors in form.errors.values() for e in errors)
-        return _respond_item(assessment, item_key, error=f"Link not added: {message}", status=400)
+        return _respond_item(assessment, item_key, error=f"Link not added. {message}", status=400)
     try:
         assessments.add_evidence(assessment, item_key, form.url.data, form.title.data or "", current_user)
     except assessments.AssessmentError as exc:
         db.session.rollback()
-        return _respond_item(assessment, item_key, error=f"Link not added: {exc}", status=400)
+        return _respond_item(assessment, item_key, error=f"Link not added. {exc}", status=400)
     db.session.commit()
     return _respond_item(assessment, item_key)
 
