@@ -45,6 +45,19 @@ def test_new_user_creates_team_registers_service_and_sees_it(client, auth):
     assert {"team.create", "service.create"} <= actions
 
 
+def test_full_width_charts_are_drawn_full_width_so_their_labels_keep_their_size(client, auth):
+    from webapp import assessments, catalog, charts
+
+    membership = MembershipFactory(role="maintainer")
+    service = ServiceFactory(team=membership.team)
+    catalog.sync(force=True)
+    assessments.start_assessment(service, catalog.latest_version("production-readiness"), membership.user)
+    db.session.commit()
+    auth.login(membership.user)
+    page = client.get(f"/teams/{membership.team_id}").get_data(as_text=True)
+    assert f'viewBox="0 0 {charts.FULL_CARD_CHART_WIDTH} ' in page
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("name", "x" * 81, "longer than 80"),
     ("health_url", "javascript:alert(1)", "full http:// or https:// URL"),

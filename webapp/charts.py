@@ -66,6 +66,11 @@ def _nice_max(top: float) -> float:
     return top
 
 
+# Charts scale to their card: drawn 720 wide (a half-page card), a chart in a full-width
+# card is blown up by half again, labels included. Full-width cards draw them this wide.
+FULL_CARD_CHART_WIDTH = 1120
+
+
 def time_chart(series: Sequence[Series], *, title: str, unit: str = "", y_max: float | None = None,
                thresholds: Sequence[Threshold] = (), width: int = 720, height: int = 240) -> Markup:
     """A time-series line chart: dated x axis, labelled y axis with unit, threshold lines."""

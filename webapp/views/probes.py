@@ -9,7 +9,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from webapp import flags, queue_health
-from webapp.charts import Series, time_chart, uptime_bar
+from webapp.charts import FULL_CARD_CHART_WIDTH, Series, time_chart, uptime_bar
 from webapp.extensions import db, limiter
 from webapp.forms import ConfirmForm
 from webapp.models import ProbeResult, ProbeRun, Service, utcnow
@@ -33,7 +33,8 @@ def show(service_id: int):
         "probes/show.html", service=service, latest=runs.latest_results(service),
         uptime=runs.uptime(service, "health", since), targets=runs.network_targets(service),
         latency_chart=time_chart([Series("Health check latency", history.latency(service.id, "health", since))],
-                                 title="Health check latency over 7 days, in milliseconds", unit=" ms"),
+                                 title="Health check latency over 7 days, in milliseconds", unit=" ms",
+                                 width=FULL_CARD_CHART_WIDTH),
         uptime_chart=uptime_bar(history.daily(service.id, "health", days=30),
                                 title="Health checks, day by day over 30 days"),
         recent_runs=recent_runs, can_edit=can_edit_services(current_user, service.team),

@@ -56,7 +56,7 @@ def show(team_id: int):
         rows=dashboard.select_rows(query, current_user.id),
         summary=dashboard.summary(dashboard.Query(team=team.id), current_user.id),
         score_chart=charts.time_chart(timeline.team_series(team.id), title="Average score of the team's services, per day",
-                                      y_max=100, thresholds=charts.VERDICT_THRESHOLDS),
+                                      y_max=100, thresholds=charts.VERDICT_THRESHOLDS, width=charts.FULL_CARD_CHART_WIDTH),
         confirm_form=ConfirmForm(), my_role=role_in(current_user, team),
         can_manage=can_manage_team(current_user, team),
         can_edit=can_edit_services(current_user, team),
