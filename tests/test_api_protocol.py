@@ -271,6 +271,8 @@ def test_docs_page_lists_every_operation_under_the_strict_csp(client):
             assert f'id="{op["operationId"]}"' in html
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert "<script>" not in html and "style=" not in html and "<style" not in html
+    # Parameter notes are markdown like the operations' descriptions: no raw backticks.
+    assert "<code>next_cursor</code>" in html and "`next_cursor`" not in html
 
 
 def test_every_api_route_refuses_a_session_cookie(app, client, ctx):
