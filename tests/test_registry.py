@@ -142,6 +142,11 @@ def test_members_roles_and_last_maintainer(client, maintainer):
     response = client.post(f"/teams/{team_id}/members", data={"email": "ghost@example.test", "role": "member"},
                            follow_redirects=True)
     assert "No account uses ghost@example.test" in response.get_data(as_text=True)
+    for email, message in (("", "Person&#39;s email: This field is required."),
+                           ("<script>", "Person&#39;s email: Invalid email address.")):
+        response = client.post(f"/teams/{team_id}/members", data={"email": email, "role": "member"},
+                               follow_redirects=True)
+        assert message in response.get_data(as_text=True)
     response = client.post(f"/teams/{team_id}/members/{maintainer.user_id}/remove", follow_redirects=True)
     assert "at least one maintainer" in response.get_data(as_text=True)
     assert count(Membership) == 2

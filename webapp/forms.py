@@ -157,7 +157,7 @@ class TeamForm(FlaskForm):
 
 
 class MemberForm(FlaskForm):
-    email = EmailField("Person's email", validators=[DataRequired(), Length(max=254)], filters=[_strip])
+    email = EmailField("Person's email", validators=[DataRequired(), EMAIL, Length(max=254)], filters=[_strip])
     role = SelectField("Role", choices=choices((r, r.title()) for r in ROLES), default="member")
 
 

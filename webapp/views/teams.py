@@ -90,9 +90,9 @@ def add_member(team_id: int):
     require(can_manage_team(current_user, team))
     form = MemberForm()
     if not form.validate_on_submit():
-        for errors in form.errors.values():
+        for name, errors in form.errors.items():  # flashed away from the form: say which field
             for error in errors:
-                flash(error, "error")
+                flash(f"{form[name].label.text}: {error}" if name in form else error, "error")
         return redirect(url_for("teams.show", team_id=team.id))
     user = accounts.user_by_email(form.email.data)
     if user is None:
