@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -111,7 +113,10 @@ def test_owner_and_backup_must_differ(client, maintainer):
     db.session.commit()
     data = {**GOOD_SERVICE, "owner_id": str(person.id), "backup_owner_id": str(person.id)}
     response = client.post(f"/teams/{maintainer.team_id}/services/new", data=data)
-    assert response.status_code == 400 and "backup owner must be someone other" in response.get_data(as_text=True)
+    assert response.status_code == 400
+    # Under the backup owner field, not under the slug.
+    assert re.search(r'id="backup_owner_id-errors"[^>]*>\s*<li>The backup owner must be someone other',
+                     response.get_data(as_text=True))
     assert count(Service) == 0
 
 

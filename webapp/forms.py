@@ -195,6 +195,12 @@ class ServiceForm(FlaskForm):
             raise ValidationError(f"“{field.data}” has nothing to make the service's address from: "
                                   "enter a slug below, e.g. payments-api.")
 
+    def validate_backup_owner_id(self, field) -> None:
+        """Said here, under the backup owner, rather than by the registry (which the API also
+        uses) beside whichever field the view would pin it to."""
+        if field.data and field.data == self.owner_id.data:
+            raise ValidationError("The backup owner must be someone other than the owner.")
+
     def set_people(self, people) -> None:
         people_choices = choices([("", "— nobody —")] + [(u.id, f"{u.name} <{u.email}>") for u in people])
         self.owner_id.choices = people_choices
