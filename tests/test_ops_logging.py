@@ -80,3 +80,11 @@ def test_postgres_engine_options_bound_every_wait(tmp_path):
 def test_bad_ops_settings_are_refused(tmp_path, env, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(tmp_path, env)
+
+
+def test_alembic_plugin_chatter_stays_out_of_the_log(app, capsys):
+    # The app is configured; alembic's INFO lines about loading its plugins are dropped.
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.schemas")
+    logging.getLogger("alembic.runtime.migration").warning("a real warning still shows")
+    out = capsys.readouterr().out
+    assert "setup plugin" not in out and "a real warning still shows" in out

@@ -134,6 +134,9 @@ def configure(fmt: str, level: str) -> None:
                               and type(h) is not logging.StreamHandler]
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+    # Alembic lists the seven plugins it loads, at INFO, in every process that imports it
+    # (each web worker, every `flask` command): noise before anything the operator wants.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def instrument_queue(huey) -> None:
