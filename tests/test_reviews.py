@@ -226,6 +226,15 @@ def test_reject_needs_a_comment(client, auth, cast):
     assert _fresh(Assessment, assessment.id).state == "in_review"
 
 
+def test_review_page_crumbs_start_at_the_team_and_name_the_assessment(client, auth, cast):
+    assessment = _submitted(cast)
+    _as(client, auth, cast.sre)
+    page = client.get(f"/assessments/{assessment.id}/review").get_data(as_text=True)
+    crumbs = page.split('class="breadcrumbs">')[1].split("</p>")[0]
+    assert f'href="/teams/{cast.service.team_id}"' in crumbs
+    assert f"Assessment of {assessment.created_at:%Y-%m-%d}</a>" in crumbs
+
+
 def test_a_refused_decision_offers_again_only_the_roles_the_reviewer_can_sign(client, auth, cast):
     assessment = _submitted(cast)
     _as(client, auth, cast.sre)
