@@ -88,3 +88,16 @@ def test_alembic_plugin_chatter_stays_out_of_the_log(app, capsys):
     logging.getLogger("alembic.runtime.migration").warning("a real warning still shows")
     out = capsys.readouterr().out
     assert "setup plugin" not in out and "a real warning still shows" in out
+
+
+def test_a_basic_config_handler_on_the_root_does_not_print_every_line_twice():
+    root = logging.getLogger()
+    before = list(root.handlers)
+    plain = logging.StreamHandler()  # what logging.basicConfig adds (the probe worker calls it)
+    root.addHandler(plain)
+    try:
+        logs.configure("text", "INFO")
+        assert plain not in root.handlers
+        assert sum(getattr(h, "_preflight", False) for h in root.handlers) == 1
+    finally:
+        root.handlers[:] = before

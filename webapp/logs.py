@@ -124,7 +124,10 @@ def configure(fmt: str, level: str) -> None:
     """Send every logger's records (ours, Flask-Limiter's, Huey's, SQLAlchemy's warnings) to
     one stdout handler. Handlers others added (pytest's capture) are left alone."""
     root = logging.getLogger()
-    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_preflight", False)]
+    # Drop ours from before and a plain one from logging.basicConfig (the probe worker calls it
+    # before the app exists), which would print every line a second time; keep pytest's.
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_preflight", False)
+                        and type(h) is not logging.StreamHandler]
     root.addHandler(make_handler(fmt))
     root.setLevel(level)
     for name in ("webapp", "huey", "flask-limiter"):
