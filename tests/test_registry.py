@@ -58,6 +58,8 @@ def test_full_width_charts_are_drawn_full_width_so_their_labels_keep_their_size(
     auth.login(membership.user)
     page = client.get(f"/teams/{membership.team_id}").get_data(as_text=True)
     assert f'viewBox="0 0 {charts.FULL_CARD_CHART_WIDTH} ' in page
+    probes = client.get(f"/services/{service.id}/probes").get_data(as_text=True)
+    assert f'class="chart uptime-bar" viewBox="0 0 {charts.FULL_CARD_CHART_WIDTH} ' in probes
 
 
 @pytest.mark.parametrize("field, value, message", [

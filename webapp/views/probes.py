@@ -36,7 +36,7 @@ def show(service_id: int):
                                  title="Health check latency over 7 days, in milliseconds", unit=" ms",
                                  width=FULL_CARD_CHART_WIDTH),
         uptime_chart=uptime_bar(history.daily(service.id, "health", days=30),
-                                title="Health checks, day by day over 30 days"),
+                                title="Health checks, day by day over 30 days", width=FULL_CARD_CHART_WIDTH),
         recent_runs=recent_runs, can_edit=can_edit_services(current_user, service.team),
         confirm_form=ConfirmForm())
 
