@@ -36,6 +36,9 @@ def test_new_user_creates_team_registers_service_and_sees_it(client, auth):
     team = db.session.scalar(select(Team))
     assert response.headers["Location"].endswith(f"/teams/{team.id}")
     assert db.session.scalar(select(Membership.role)) == "maintainer"
+    form = client.get(f"/teams/{team.id}/services/new").get_data(as_text=True)
+    # Whoever registers a service is offered as its owner: no service starts ownerless by default.
+    assert f'<option selected value="{user.id}">' in form
     response = client.post(f"/teams/{team.id}/services/new", data={**GOOD_SERVICE, "owner_id": str(user.id)})
     service = db.session.scalar(select(Service))
     assert response.status_code == 302

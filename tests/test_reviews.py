@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.factories import UserFactory
+from tests.factories import ServiceFactory, UserFactory
 from tests.signoff_helpers import Cast, answered_assessment
 from webapp import assessments, catalog, reviews
 from webapp.checklists import parse_checklist
@@ -243,6 +243,23 @@ def test_a_refused_decision_offers_again_only_the_roles_the_reviewer_can_sign(cl
     assert response.status_code == 400
     role_select = re.search(r'<select[^>]*name="role".*?</select>', response.get_data(as_text=True), re.S)
     assert re.findall(r'<option[^>]*value="([^"]+)"', role_select.group(0)) == ["sre"]
+
+
+def test_signing_a_not_ready_assessment_warns_with_its_blockers(client, auth, cast):
+    ready = _submitted(cast)
+    _as(client, auth, cast.sre)
+    assert 'data-testid="signoff-not-ready"' not in client.get(f"/assessments/{ready.id}/review").get_data(as_text=True)
+
+    other = ServiceFactory(team=cast.service.team, tier=2)
+    db.session.commit()
+    failing = answered_assessment(other, cast.member, "not_met")
+    assessments.submit_for_review(failing, cast.member)
+    db.session.commit()
+    blockers = len(assessments.scorecard(failing).blockers)
+    for page in (f"/assessments/{failing.id}/review", f"/assessments/{failing.id}/meeting"):
+        html = client.get(page).get_data(as_text=True)
+        warning = html.split('data-testid="signoff-not-ready"')[1].split("</div>")[0]
+        assert "<strong>Not ready</strong>" in warning and f"with {blockers} critical items" in warning
 
 
 # Conditions ----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ def create(team_id: int):
     form = _service_form()
     if request.method == "GET":
         form.probe_interval_minutes.data = current_app.config["PROBE_INTERVAL_MINUTES"]
+        form.owner_id.data = current_user.id  # who registers a service usually owns it; changeable
     if form.validate_on_submit():
         try:
             service = registry.register_service(team, form.values(), current_user)
