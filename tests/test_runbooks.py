@@ -100,6 +100,28 @@ def test_mark_reviewed_stamps_the_current_revision(client, editor):
     assert "Nobody has marked" not in client.get(f"/services/{service.id}/runbook").get_data(as_text=True)
 
 
+def test_every_runbook_change_makes_the_service_due_so_the_next_sweep_rechecks_it(client, editor):
+    _, service = editor
+
+    def push_schedule_out():
+        db.session.execute(db.update(Service).values(next_probe_at=datetime.now(UTC) + timedelta(hours=1)))
+        db.session.commit()
+
+    def due() -> bool:
+        db.session.expire_all()
+        return db.session.get(Service, service.id).next_probe_at <= datetime.now(UTC)
+
+    push_schedule_out()
+    client.post(edit_url(service), data={"body": FIRST, "based_on": ""})
+    assert due()
+    push_schedule_out()
+    client.post(f"/services/{service.id}/runbook/review")
+    assert due()
+    push_schedule_out()
+    client.post(f"/services/{service.id}/runbook/link", data={"link-runbook_url": "https://wiki.example.com/rb"})
+    assert due()
+
+
 def test_external_link_is_validated(client, editor):
     _, service = editor
     response = client.post(f"/services/{service.id}/runbook/link", data={"link-runbook_url": "javascript:alert(1)"})

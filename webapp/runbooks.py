@@ -68,6 +68,7 @@ def save_revision(service: Service, body: str, author: User, *,
     revision = RunbookRevision(service_id=service.id, body=body, body_html=str(render_markdown(body)),
                                author_id=author.id)
     db.session.add(revision)
+    _recheck_soon(service)
     db.session.flush()
     audit.record(author, "runbook.edit", revision,
                  after={"revision": revision.id, "chars": len(body)},
@@ -81,6 +82,7 @@ def mark_reviewed(service: Service, reviewer: User, now: datetime | None = None)
     if latest is None:
         raise RunbookError("There is no runbook to review yet: write one first.")
     latest.reviewed_at, latest.reviewed_by_id = now or utcnow(), reviewer.id
+    _recheck_soon(service, now)
     db.session.flush()
     audit.record(reviewer, "runbook.review", latest, after={"revision": latest.id},
                  service_id=service.id, team_id=service.team_id)
@@ -94,9 +96,18 @@ def set_link(service: Service, url: str | None, actor: User) -> None:
         return
     before = {"runbook_url": service.runbook_url}
     service.runbook_url = url
+    _recheck_soon(service)
     db.session.flush()
     audit.record(actor, "runbook.link", service, before=before, after={"runbook_url": url},
                  service_id=service.id, team_id=service.team_id)
+
+
+def _recheck_soon(service: Service, now: datetime | None = None) -> None:
+    """The runbook check is probe-backed: make the service due, so the next minute's sweep
+    re-checks it rather than the one a whole probe interval away."""
+    now = now or utcnow()
+    if service.next_probe_at is None or service.next_probe_at > now:
+        service.next_probe_at = now
 
 
 def review_due(revision: RunbookRevision | None, now: datetime | None = None) -> bool:
