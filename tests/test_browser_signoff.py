@@ -68,6 +68,17 @@ def test_submit_sign_off_in_meeting_mode_download_and_verify(page, tmp_path):
     assert current.locator(".slide-item:visible").count() == current.locator(".slide-item.is-gap").count()
     page.screenshot(path="/tmp/preflight-meeting-gaps.png")
     page.keyboard.press("g")
+    # Turning "gaps only" on from a slide without gaps goes to the next slide with gaps, not back
+    # to the summary.
+    slides = page.eval_on_selector_all(".slide", "all => all.map(s => [s.id, s.dataset.hasGaps])")
+    calm = next(i for i, (_, gaps) in enumerate(slides) if gaps == "false")
+    page.goto(f"{page.base}/assessments/{assessment.id}/meeting#{slides[calm][0]}")
+    page.reload()  # a change of fragment alone is not a new page load
+    assert page.locator(".slide.is-current").get_attribute("id") == slides[calm][0]
+    page.keyboard.press("g")
+    after = next(ident for ident, gaps in slides[calm:] if gaps == "true")
+    assert page.locator(".slide.is-current").get_attribute("id") == after
+    page.keyboard.press("g")
     _sign_in_meeting(page, assessment.id, "owner", "Olive, Sam, Mo")
     page.locator("text=Your decision as “owner” is recorded").wait_for()
     page.screenshot(path="/tmp/preflight-meeting-decision.png")

@@ -41,7 +41,13 @@
       gapsOnly = !gapsOnly;
       body.classList.toggle("gaps-only", gapsOnly);
       if (gapsLabel) gapsLabel.textContent = gapsOnly ? "all items" : "gaps only";
-      showSlide(slide.dataset.hasGaps === "true" || !gapsOnly ? slide : all[0]);
+      if (gapsOnly && slide.dataset.hasGaps !== "true") {
+        // Stay near the discussion: the next slide with gaps, else the last one before it.
+        var at = all.indexOf(slide);
+        var gaps = visible();
+        slide = gaps.filter(function (s) { return all.indexOf(s) > at; })[0] || gaps[gaps.length - 1] || all[0];
+      }
+      showSlide(slide);
     }
 
     function typing(target) {
