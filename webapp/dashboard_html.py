@@ -1,16 +1,18 @@
-"""The dashboard table's rows as HTML, in Python: fifty rows of Jinja macros and `url_for`
-calls were a third of the page's time. Everything from the database goes through
-`escape`; the output is what the macros in templates/main/_dashboard.html used to give."""
+"""The dashboard's repeated parts as HTML, in Python: its table rows, column headings,
+team bars and filter menus. As Jinja macros and loops with a `url_for` each they were most
+of the page's time. Everything from the database goes through `escape`; the output is
+what the templates used to give, byte for byte."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
-from flask import g, url_for
+from flask import g, request, url_for
 from markupsafe import Markup, escape
 
 from webapp import charts
-from webapp.dashboard import DashboardRow
+from webapp.dashboard import DashboardRow, Query, Summary
 from webapp.presentation import format_datetime, outcome_chip
 
 _MARK = 918273645  # an id no URL holds otherwise, replaced by each row's
@@ -24,6 +26,22 @@ def row_url(endpoint: str, name: str, value: int) -> str:
     if key not in patterns:
         patterns[key] = url_for(endpoint, **{name: _MARK}).replace(str(_MARK), "\0")
     return patterns[key].replace("\0", str(value))
+
+
+_SLOT = "\0"  # a value no URL holds otherwise: NUL, which the app refuses in any request
+
+
+def url_with_slot(endpoint: str, **values) -> Callable[[object], str]:
+    """`url_for(endpoint, **values)` where the one value given as `_SLOT` varies: one real
+    url_for, then string formatting. Falls back to url_for if the slot is not found once."""
+    pattern = url_for(endpoint, **values)
+    encoded = "%00" if "%00" in pattern else _SLOT
+    head, slot, tail = pattern.partition(encoded)
+    if not slot or encoded in tail:
+        def build(value) -> str:
+            return url_for(endpoint, **{k: (value if v == _SLOT else v) for k, v in values.items()})
+        return build
+    return lambda value: f"{head}{value}{tail}"
 
 
 def score(value: float | None) -> Markup:
@@ -145,7 +163,52 @@ def dashboard_row(row: DashboardRow, with_attention: bool = False) -> Markup:
         f'        </tr>')
 
 
+def sort_header(query: Query, column: str, label: str, css: str = "") -> Markup:
+    """A column heading that sorts on the server; the link keeps every filter."""
+    active = query.sort == column
+    url = url_for(request.endpoint, **dict(request.view_args or {}, **query.sorted_by(column)))
+    if active:
+        ascending = query.direction == "asc"
+        aria = f' aria-sort="{"ascending" if ascending else "descending"}"'
+        mark = "▲" if ascending else "▼"
+    else:
+        aria, mark = "", "↕"
+    return Markup(f'\n  <th scope="col" class="sortable {css}"{aria}>\n    <a href="{escape(url)}">{escape(label)}'
+                  f'<span class="sort-mark" aria-hidden="true">{mark}</span></a>\n  </th>')
+
+
+def team_bars(summary: Summary, query: Query) -> Markup:
+    """The "average score by team" tile: a bar per team, each a link filtering by it (or,
+    for the team already chosen, clearing that filter)."""
+    if not summary.by_team:
+        return Markup('<p class="muted small">No services match.</p>')
+    filter_by = url_with_slot("main.index", **query.args(team=_SLOT))
+    parts = ['\n      <ol class="team-bars">\n        ']
+    for team_id, name, count, average in summary.by_team:
+        name = escape(name)
+        if query.team == team_id:
+            href, current = escape(url_for("main.index", **query.args(team=None))), ' aria-current="true"'
+        else:
+            href, current = escape(filter_by(team_id)), ""
+        shown = "none" if average is None else f"{average:g}"
+        parts.append(
+            f'\n        <li>\n          <a href="{href}" class="team-bar-name" title="{name}"{current}>{name}</a>\n'
+            f'          <meter min="0" max="100" low="70" high="85" optimum="100" value="{average or 0}" '
+            f'aria-label="{name}: average score {shown}"></meter>\n'
+            f'          <span class="num team-bar-value">{score(average)}</span>\n'
+            f'          <span class="muted small num">{count} svc</span>\n        </li>\n        ')
+    parts.append("\n      </ol>\n      ")
+    return Markup("".join(parts))
+
+
+def filter_options(choices: list[tuple[int, str]], selected: int | None) -> Markup:
+    """<option>s of a filter menu (teams, owners), the current choice selected."""
+    return Markup("".join(f'<option value="{id_}"{" selected" if id_ == selected else ""}>{escape(name)}</option>'
+                          for id_, name in choices))
+
+
 TEMPLATE_GLOBALS = {"short_verdict": short_verdict_chip, "sparkline_svg": charts.sparkline,
                     "dashboard_row": dashboard_row, "working_cell": working_cell, "signed_cell": signed_cell,
                     "probe_cell": probe_cell, "owner_cell": owner_cell, "lifecycle_badge": lifecycle_badge,
-                    "row_url": row_url}
+                    "row_url": row_url, "sort_header": sort_header, "team_bars": team_bars,
+                    "filter_options": filter_options}
