@@ -343,6 +343,7 @@ class _Shape:
     rows: Select
     ids: Select
     tiles: Select
+    tiles_searching: Select  # with the owner's name, which a search also matches
     columns: dict
     mine: object
     rows_without_trend: Select  # exports without trends: no JSON to decode per row
@@ -369,20 +370,28 @@ def _shape_for(dialect: str) -> _Shape:
         "signed": signed_a.decided_at,
     }
 
-    def joined(*selected) -> Select:
-        return (select(*selected)
-                .select_from(Service)
-                .join(Team, Team.id == Service.team_id)
-                .outerjoin(owner_u, owner_u.id == Service.owner_id)
-                .outerjoin(working_a, working_on)
-                .outerjoin(signed_a, signed_on))
+    def joined(*selected, owner: bool = True, signed_condition=signed_on) -> Select:
+        stmt = select(*selected).select_from(Service).join(Team, Team.id == Service.team_id)
+        if owner:
+            stmt = stmt.outerjoin(owner_u, owner_u.id == Service.owner_id)
+        return stmt.outerjoin(working_a, working_on).outerjoin(signed_a, signed_condition)
 
     rows = joined(*_row_columns(working_a, signed_a), columns["mine"].label("mine"), probe_severity.label("probe_severity"),
                   probe_checked_at.label("probe_checked_at"))
-    tiles = (joined(Service.team_id, Team.name, Service.tier, verdict.label("verdict"), func.count().label("n"),
-                    func.count(columns["score"]).label("scored"), func.sum(columns["score"]).label("score_sum"))
-             .group_by(Service.team_id, Team.name, Service.tier, verdict))
-    return _Shape(rows.add_columns(Service.score_trend), joined(Service.id), tiles, columns, mine, rows)
+
+    def tiles(owner: bool) -> Select:
+        # The tiles read only verdict and score, in which the working assessment hides the
+        # signed-off one: that is looked up only for services with no working assessment,
+        # and the owner is joined only for a search (SQLite keeps an unused LEFT JOIN here).
+        # Grouped by tier first: by team_id first, SQLite walked the team_id index and read
+        # each service from there, not in one pass over the table (1.9 -> 1.5 ms together).
+        return (joined(Service.team_id, Team.name, Service.tier, verdict.label("verdict"), func.count().label("n"),
+                       func.count(columns["score"]).label("scored"), func.sum(columns["score"]).label("score_sum"),
+                       owner=owner, signed_condition=signed_on & working_a.id.is_(None))
+                .group_by(Service.tier, Service.team_id, Team.name, verdict))
+
+    return _Shape(rows.add_columns(Service.score_trend), joined(Service.id), tiles(False), tiles(True), columns,
+                  mine, rows)
 
 
 def _shape() -> _Shape:
@@ -545,7 +554,7 @@ def summary(query: Query, user_id: int | None) -> Summary:
 
 def _tiles_statement(dialect: str, query: Query) -> Select:
     shape = _shape_for(dialect)
-    return _filter(shape.tiles, query, shape.columns, shape.mine)
+    return _filter(shape.tiles_searching if query.q else shape.tiles, query, shape.columns, shape.mine)
 
 
 def score_trends(service_ids: list[int] | None, points: int = TREND_POINTS,
