@@ -465,7 +465,7 @@ def _row_columns(working_a, signed_a) -> tuple:
     )
 
 
-def _row(r) -> DashboardRow:
+def _row(r, attention_counts: dict[int, int] | None = None) -> DashboardRow:
     # Unpacked by position (the columns of `_Shape.rows`): reading 26 columns by name was
     # a third of the time of building a page of rows.
     (service_id, name, slug, team_id, team_name, tier, lifecycle, owner_id, owner_name, owner_email,
@@ -479,14 +479,18 @@ def _row(r) -> DashboardRow:
         tier=tier, lifecycle=lifecycle, owner_id=owner_id, owner_name=owner_name,
         owner_email=owner_email, mine=bool(mine), working=working, signed_off=signed,
         probe_outcome=OUTCOME_OF_SEVERITY.get(probe_severity) if probe_severity is not None else None,
-        probe_checked_at=probe_checked_at, trend=tuple(trend[0] or ()) if trend else ())
+        probe_checked_at=probe_checked_at, trend=tuple(trend[0] or ()) if trend else (),
+        attention_items=None if attention_counts is None else attention_counts.get(service_id, 0))
 
 
 def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
-                offset: int = 0, trend_points: int = TREND_POINTS) -> list[DashboardRow]:
-    """Rows matching `query`, sorted, in two queries (rows, then their trends)."""
+                offset: int = 0, trend_points: int = TREND_POINTS,
+                with_attention: bool = False) -> list[DashboardRow]:
+    """Rows matching `query`, sorted, in two queries (rows, then their trends); with how many
+    needs-attention items each has if asked (see `with_attention_items`)."""
     stmt = _statement(_rows_statement, query, bool(trend_points), limit, offset)
-    rows = [_row(r) for r in db.session.execute(stmt, _viewer(user_id))]
+    counts = attention.live_item_counts() if with_attention else None
+    rows = [_row(r, counts) for r in db.session.execute(stmt, _viewer(user_id))]
     return _with_trends(rows, trend_points)
 
 
@@ -637,14 +641,18 @@ CSV_COLUMNS = ("service_id", "service", "slug", "team", "tier", "lifecycle", "ow
                "last_assessed", "attention_items")
 
 
+_FORMULA_START = frozenset(("=", "+", "-", "@", "\t", "\r"))
+
+
 def _cell(value) -> str | int | float:
-    """A CSV cell that a spreadsheet will not run as a formula (CWE-1236)."""
+    """A CSV cell that a spreadsheet will not run as a formula (CWE-1236). Strings checked
+    first: they are most cells, and an export of every service has some 20,000."""
     if value is None:
         return ""
+    if isinstance(value, str):
+        return "'" + value if value[:1] in _FORMULA_START else value
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
     return value
 
 
