@@ -34,19 +34,15 @@ def row_url(endpoint: str, name: str, value: int, patterns: dict | None = None) 
     return patterns[key].replace("\0", str(value))
 
 
-_SLOT = "\0"  # a value no URL holds otherwise: NUL, which the app refuses in any request
+_SLOT = "\0"  # url_for writes it as %00, which no other value can give: the app refuses NUL
 
 
-def url_with_slot(endpoint: str, **values) -> Callable[[object], str]:
-    """`url_for(endpoint, **values)` where the one value given as `_SLOT` varies: one real
-    url_for, then string formatting. Falls back to url_for if the slot is not found once."""
-    pattern = url_for(endpoint, **values)
-    encoded = "%00" if "%00" in pattern else _SLOT
-    head, slot, tail = pattern.partition(encoded)
-    if not slot or encoded in tail:
-        def build(value) -> str:
-            return url_for(endpoint, **{k: (value if v == _SLOT else v) for k, v in values.items()})
-        return build
+def url_with_slot(endpoint: str, slot: str, values: dict) -> Callable[[object], str]:
+    """`url_for(endpoint, **values)` for each value of `values[slot]`, which holds `_SLOT`:
+    one real url_for, then string formatting (plain url_for if %00 is not there once)."""
+    head, found, tail = url_for(endpoint, **values).partition("%00")
+    if not found or "%00" in tail:
+        return lambda value: url_for(endpoint, **{**values, slot: value})
     return lambda value: f"{head}{value}{tail}"
 
 
@@ -196,7 +192,7 @@ def team_bars(summary: Summary, query: Query) -> Markup:
     for the team already chosen, clearing that filter)."""
     if not summary.by_team:
         return Markup('<p class="muted small">No services match.</p>')
-    filter_by = url_with_slot("main.index", **query.args(team=_SLOT))
+    filter_by = url_with_slot("main.index", "team", query.args(team=_SLOT))
     parts = ['\n      <ol class="team-bars">\n        ']
     for team_id, name, count, average in summary.by_team:
         name = escape(name)
