@@ -249,6 +249,30 @@ def test_summary_tiles_count_what_the_filters_match(client, person, portfolio):
     assert 'href="/?tier=1&amp;verdict=ready"' in page  # a tile adds its filter to the others
 
 
+def test_team_bars_filter_by_their_team_keeping_the_other_filters(client, person, portfolio):
+    """The bars' links are formatted from one url_for a page (dashboard_html.url_with_slot)."""
+    mine, other = portfolio["mine"].id, portfolio["other"].id
+    page = client.get("/?q=a&sort=score&dir=asc&tier=1").get_data(as_text=True)
+    for team_id in (mine, other):
+        assert f'<a href="/?q=a&amp;team={team_id}&amp;tier=1&amp;sort=score&amp;dir=asc" class="team-bar-name"' in page
+    chosen = client.get(f"/?q=a&team={other}").get_data(as_text=True)
+    assert '<a href="/?q=a" class="team-bar-name" title="Search" aria-current="true">Search</a>' in chosen
+    assert f'<option value="{other}" selected>Search</option>' in chosen
+
+
+@pytest.mark.parametrize("q", ["%00", "\0", "x"])
+def test_a_url_with_a_slot_is_the_url_for_of_each_value(app, q):
+    """A literal "%00" is written %2500, so it is never taken for the slot; a NUL (refused in
+    requests) would be, and then every URL falls back to url_for."""
+    from flask import url_for
+
+    from webapp.dashboard_html import _SLOT, url_with_slot
+
+    with app.test_request_context("/"):
+        build = url_with_slot("main.index", "team", {"q": q, "team": _SLOT, "sort": "score"})
+        assert [build(n) for n in (1, 22)] == [url_for("main.index", q=q, team=n, sort="score") for n in (1, 22)]
+
+
 def test_nonsense_arguments_are_ignored_not_a_500(client, person, portfolio):
     response = client.get("/?page=abc&tier=9&sort=drop+table&dir=sideways&verdict=great&team=x&lifecycle=zombie")
     assert response.status_code == 200
@@ -560,4 +584,10 @@ def test_names_from_the_database_are_escaped_in_the_rows(client, person):
         assert "&lt;script&gt;alert(&#39;svc&#39;)&lt;/script&gt;" in html, path
         assert "&lt;script&gt;alert(&#39;owner&#39;)&lt;/script&gt;" in html, path
         assert 'title="o&#34;wner@example.test"' in html, path
-    assert '">&lt;script&gt;alert(&#39;team&#39;)&lt;/script&gt;</a></td>' in client.get("/").get_data(as_text=True)
+    home = client.get("/").get_data(as_text=True)
+    assert '">&lt;script&gt;alert(&#39;team&#39;)&lt;/script&gt;</a></td>' in home
+    team = "&lt;script&gt;alert(&#39;team&#39;)&lt;/script&gt;"  # in its bar and in the menus, drawn in Python too
+    assert f'class="team-bar-name" title="{team}">{team}</a>' in home
+    assert f'aria-label="{team}: average score 40"' in home
+    assert f'<option value="{service.team_id}">{team}</option>' in home
+    assert f'<option value="{owner.id}">&lt;script&gt;alert(&#39;owner&#39;)&lt;/script&gt;</option>' in home

@@ -145,12 +145,15 @@ def _has_nul(value) -> bool:
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
-    """SQLite: WAL so readers don't block the writer, a busy timeout, foreign keys on."""
+    """SQLite: WAL so readers don't block the writer, a busy timeout, foreign keys on, and a
+    page cache (32 MB, default 2 MB) that holds the services and assessments the dashboard
+    reads on every request: with 1,000 services the default re-read them from the OS."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA cache_size=-32000")  # KiB; pages are allocated only as they are read
         cursor.close()
 
 

@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import Select, and_, case, func, literal, or_, select, union_all
+from sqlalchemy.orm import aliased
 
 from webapp import catalog
 from webapp.extensions import db
@@ -83,14 +84,32 @@ def scope_for(user=None, team_id: int | None = None, service_ids: list[int] | No
 
 
 def current_assessments(scope: Select):
-    """Per service, the newest assessment that still stands (draft, in review or signed off)."""
-    ranked = (select(Assessment.id, Assessment.service_id, Assessment.checklist_version_id,
-                     func.row_number().over(partition_by=Assessment.service_id,
-                                            order_by=(Assessment.created_at.desc(), Assessment.id.desc()))
-                     .label("rank"))
-              .where(Assessment.state.in_(ASSESSED_STATES), Assessment.service_id.in_(scope))
-              .subquery())
-    return select(ranked.c.id, ranked.c.service_id, ranked.c.checklist_version_id).where(ranked.c.rank == 1).subquery()
+    """Per service, the newest assessment that still stands (draft, in review or signed off):
+    a correlated LIMIT 1 through the (service_id, state, created_at) index, so each service
+    costs a look at its own few rows; a window over every assessment cost each rule that
+    used it ~10 ms with 1,000 services."""
+    newest = (select(Assessment.id)
+              .where(Assessment.service_id == Service.id, Assessment.state.in_(ASSESSED_STATES))
+              .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+              .limit(1).correlate(Service).scalar_subquery())
+    return (select(Assessment.id, Assessment.service_id, Assessment.checklist_version_id)
+            .select_from(Service).join(Assessment, Assessment.id == newest)
+            .where(Service.id.in_(scope)).subquery())
+
+
+def _standing(scope: Select):
+    """(assessment alias, condition): the alias is, under the condition, its service's newest
+    assessment that still stands. For rules that start from a few rows (waivers, evidence)
+    and look up their assessment: joined to `current_assessments` instead, SQLite read every
+    answer of every service's current assessment to find the few with a waiver (12 ms)."""
+    current = aliased(Assessment, name="current")
+    newest = (select(Assessment.id)
+              .where(Assessment.service_id == current.service_id, Assessment.state.in_(ASSESSED_STATES))
+              .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+              .limit(1).correlate(current).scalar_subquery())
+    # "+ 0": not an indexed column any more, so SQLite does not start from every assessment
+    # of every service in scope (30 ms) but from the rule's few rows (0.3 ms).
+    return current, and_(current.id == newest, (current.service_id + 0).in_(scope))
 
 
 def _names(scope: Select) -> dict[int, tuple[str, str]]:
@@ -213,13 +232,13 @@ def _failing_probes(scope, names, now) -> list[Attention]:
 
 
 def _waiver_rows(scope, now) -> Select:
-    current = current_assessments(scope)
+    current, standing = _standing(scope)
     horizon = now.date() + timedelta(days=WAIVER_WARNING_DAYS)
-    return (select(current.c.service_id, Waiver.id, Waiver.expires_on, Answer.item_key, Answer.assessment_id)
+    return (select(current.service_id, Waiver.id, Waiver.expires_on, Answer.item_key, Answer.assessment_id)
             .select_from(Waiver)
             .join(Answer, Waiver.answer_id == Answer.id)
-            .join(current, current.c.id == Answer.assessment_id)
-            .where(Waiver.state == "approved", Waiver.expires_on <= horizon,
+            .join(current, current.id == Answer.assessment_id)
+            .where(standing, Waiver.state == "approved", Waiver.expires_on <= horizon,
                    Answer.status.in_(("not_met", "partial"))))
 
 
@@ -244,13 +263,13 @@ def _waivers(scope, names, now) -> list[Attention]:
 
 
 def _broken_evidence_rows(scope, now) -> Select:
-    current = current_assessments(scope)
-    return (select(current.c.service_id, Answer.assessment_id, func.count(Evidence.id), func.min(Evidence.checked_at))
+    current, standing = _standing(scope)
+    return (select(current.service_id, Answer.assessment_id, func.count(Evidence.id), func.min(Evidence.checked_at))
             .select_from(Evidence)
             .join(Answer, Evidence.answer_id == Answer.id)
-            .join(current, current.c.id == Answer.assessment_id)
-            .where(Evidence.check_ok.is_(False))
-            .group_by(current.c.service_id, Answer.assessment_id))
+            .join(current, current.id == Answer.assessment_id)
+            .where(standing, Evidence.check_ok.is_(False))
+            .group_by(current.service_id, Answer.assessment_id))
 
 
 def _broken_evidence(scope, names, now) -> list[Attention]:
@@ -320,13 +339,13 @@ def _reattest_before(now, version_id, item_key):
 
 
 def _stale_evidence_rows(scope, now) -> Select:
-    current = current_assessments(scope)
-    return (select(current.c.service_id, Answer.assessment_id, Evidence.added_at)
+    current, standing = _standing(scope)
+    return (select(current.service_id, Answer.assessment_id, Evidence.added_at)
             .select_from(Evidence)
             .join(Answer, Evidence.answer_id == Answer.id)
-            .join(current, current.c.id == Answer.assessment_id)
-            .where(Answer.status.is_not(None),  # unanswered: nothing was attested
-                   Evidence.added_at < _reattest_before(now, current.c.checklist_version_id, Answer.item_key)))
+            .join(current, current.id == Answer.assessment_id)
+            .where(standing, Answer.status.is_not(None),  # unanswered: nothing was attested
+                   Evidence.added_at < _reattest_before(now, current.checklist_version_id, Answer.item_key)))
 
 
 def _stale_evidence(scope, names, now) -> list[Attention]:
@@ -342,19 +361,18 @@ def _stale_evidence(scope, names, now) -> list[Attention]:
 
 
 def _runbook_rows(scope, now) -> Select:
-    ranked = (select(RunbookRevision.service_id, RunbookRevision.reviewed_at, RunbookRevision.created_at,
-                     func.row_number().over(partition_by=RunbookRevision.service_id,
-                                            order_by=(RunbookRevision.created_at.desc(), RunbookRevision.id.desc()))
-                     .label("rank"))
-              .where(RunbookRevision.service_id.in_(scope)).subquery())
-    latest = select(ranked).where(ranked.c.rank == 1).subquery()
+    # The latest revision per service by a correlated LIMIT 1, like `current_assessments`.
+    latest_id = (select(RunbookRevision.id).where(RunbookRevision.service_id == Service.id)
+                 .order_by(RunbookRevision.created_at.desc(), RunbookRevision.id.desc())
+                 .limit(1).correlate(Service).scalar_subquery())
+    latest = aliased(RunbookRevision, name="latest")
     due = now - timedelta(days=REVIEW_EVERY_DAYS)
-    return (select(Service.id, Service.runbook_url, latest.c.created_at, latest.c.reviewed_at)
-            .select_from(Service).outerjoin(latest, latest.c.service_id == Service.id)
+    return (select(Service.id, Service.runbook_url, latest.created_at, latest.reviewed_at)
+            .select_from(Service).outerjoin(latest, latest.id == latest_id)
             .where(Service.id.in_(scope),
-                   or_(and_(latest.c.created_at.is_(None), Service.runbook_url.is_(None)),
-                       and_(latest.c.created_at.is_not(None),
-                            or_(latest.c.reviewed_at.is_(None), latest.c.reviewed_at < due)))))
+                   or_(and_(latest.created_at.is_(None), Service.runbook_url.is_(None)),
+                       and_(latest.created_at.is_not(None),
+                            or_(latest.reviewed_at.is_(None), latest.reviewed_at < due)))))
 
 
 def _runbooks(scope, names, now) -> list[Attention]:

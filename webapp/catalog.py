@@ -171,6 +171,13 @@ def checklist_of(version: ChecklistVersion) -> Checklist:
     return checklist
 
 
+def checklist_by_hash(version_id: int, content_hash: str) -> Checklist:
+    """`checklist_of` for a version known by id and content hash: it is loaded (and its
+    content read) only if this process has not parsed that content yet."""
+    checklist = _parsed.get(content_hash)
+    return checklist if checklist is not None else checklist_of(db.session.get(ChecklistVersion, version_id))
+
+
 def checklists_by_version() -> dict[int, Checklist]:
     """Every version's parsed checklist, by version id, in one query: the content comes back
     only for versions this process has not parsed yet. Kept for the rest of the transaction

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Integer, and_, bindparam, false, func, or_, select
-from sqlalchemy.orm import defer, joinedload
+from sqlalchemy import Integer, Select, and_, bindparam, false, func, or_, select
+from sqlalchemy.orm import joinedload
 
 from webapp import assessments, audit, catalog
 from webapp.extensions import db
@@ -252,16 +252,22 @@ def queue_count(user: User) -> int:
     to apply the four-eyes rules of `why_not` in Python."""
     # The roles each (checklist version, tier) in review needs; the parsed checklist is
     # cached by content hash, so its JSON is read only once per version and process.
-    pairs = db.session.execute(
-        select(ChecklistVersion, Service.tier).options(defer(ChecklistVersion.content))
-        .join(Assessment, Assessment.checklist_version_id == ChecklistVersion.id)
-        .join(Service, Service.id == Assessment.service_id)
-        .where(Assessment.state == "in_review").distinct()).all()
-    needs = tuple(sorted((version.id, tier, catalog.checklist_of(version).signoff.roles_for(tier))
-                         for version, tier in pairs))
+    needs = tuple(sorted(
+        (version_id, tier, catalog.checklist_by_hash(version_id, content_hash).signoff.roles_for(tier))
+        for version_id, content_hash, tier in db.session.execute(_versions_in_review())))
     held = frozenset(role for _, _, roles in needs for role in roles
                      if role != "owner" and holds_role(user, role, None))
     return db.session.scalar(_badge_count(needs, held), {"user_id": user.id}) or 0 if needs else 0
+
+
+@functools.cache
+def _versions_in_review() -> Select:
+    """(checklist version id, content hash, service tier) of every assessment in review, as
+    columns, not loaded versions; built once per process (it runs on every page)."""
+    return (select(ChecklistVersion.id, ChecklistVersion.content_hash, Service.tier)
+            .join(Assessment, Assessment.checklist_version_id == ChecklistVersion.id)
+            .join(Service, Service.id == Assessment.service_id)
+            .where(Assessment.state == "in_review").distinct())
 
 
 @functools.lru_cache(maxsize=64)

@@ -29,8 +29,8 @@ def index():
 def _export_rows(*, trends: bool) -> list[dashboard.DashboardRow]:
     """Every row the dashboard's filters match, in its order (no pages)."""
     query = dashboard.Query.from_args(request.args)
-    rows = dashboard.select_rows(query, current_user.id, trend_points=dashboard.TREND_POINTS if trends else 0)
-    return dashboard.with_attention_items(rows)
+    return dashboard.select_rows(query, current_user.id, trend_points=dashboard.TREND_POINTS if trends else 0,
+                                 with_attention=True)
 
 
 @bp.get("/dashboard.csv")
