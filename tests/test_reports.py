@@ -302,3 +302,17 @@ def test_a_configured_rsa_4096_certificate_fits_the_reserved_signature_space(app
     signed = reports.sign_pdf(HTML(string="<p>Report</p>").write_pdf(), credential, reason="test")
     out = _pdfsig(signed, tmp_path)
     assert "Signature is Valid." in out and "Total document signed" in out
+
+
+@needs_poppler
+def test_an_external_runbook_is_a_link_in_the_report(app, tmp_path):
+    cast = Cast(tier=3)
+    cast.service.runbook_url = "https://wiki.example.test/runbooks/ledger"
+    assessment = answered_assessment(cast.service, cast.member)
+    snapshot = reviews.snapshot(assessment)
+    assert snapshot["service"]["runbook_url"] == "https://wiki.example.test/runbooks/ledger"
+    path = tmp_path / "draft.pdf"
+    path.write_bytes(reports.render_pdf(snapshot, None, report_id="PF-TEST", draft=True))
+    links = subprocess.run(["pdfinfo", "-url", str(path)], capture_output=True, text=True).stdout
+    assert "https://wiki.example.test/runbooks/ledger" in links
+    assert "Runbook https://wiki.example.test/runbooks/ledger" in _text(path.read_bytes(), tmp_path)
