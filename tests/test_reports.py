@@ -249,3 +249,70 @@ def test_demo_seed_stores_signed_reports_for_the_latest_sign_offs(app):
         assert reports.verify_pdf(report.pdf).genuine
         assert reports.embedded_snapshot(report.pdf) == report.snapshot.encode("utf-8")
     assert len({db.session.get(Assessment, r.assessment_id).service_id for r in stored}) == 2
+
+
+def test_print_markdown_writes_list_markers_as_text():
+    from webapp.presentation import render_print_markdown
+
+    html = str(render_print_markdown(
+        "- a **b**\n- c\n\n3. x\n4. y\n\n* loose\n\n* items\n  - nested\n    - deeper\n\n"
+        "- ```\n  code\n  ```\n- <script>x</script>"))
+    assert '<li class="marked">•\u00a0a <strong>b</strong></li>' in html
+    assert '<ol start="3">\n<li class="marked">3.\u00a0x</li>\n<li class="marked">4.\u00a0y</li>' in html
+    assert "<p>•\u00a0loose</p>" in html and "◦\u00a0nested" in html and "▪\u00a0deeper" in html
+    # An item that starts with a block other than a paragraph keeps the CSS marker.
+    assert "<li>\n<pre><code>code" in html
+    assert "•\u00a0&lt;script&gt;x&lt;/script&gt;" in html
+
+
+@needs_poppler
+def test_note_lists_show_one_marker_per_item(signed, tmp_path):
+    _, _, report = signed
+    text = _text(report.pdf, tmp_path)
+    assert "• owner: platform team" in text
+    assert "• •" not in text
+
+
+@needs_poppler
+def test_a_configured_rsa_4096_certificate_fits_the_reserved_signature_space(app, tmp_path):
+    """The signature space is reserved from the certificate's size (no dry run): a big
+    configured certificate and key must still fit, and the signature stay valid."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    from weasyprint import HTML
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Report signing " + "x" * 45),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "An organisation " + "y" * 45)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"host{i}.example.test")
+                                                        for i in range(20)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    credential = reports.Credential(
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption()), "configured")
+    signed = reports.sign_pdf(HTML(string="<p>Report</p>").write_pdf(), credential, reason="test")
+    out = _pdfsig(signed, tmp_path)
+    assert "Signature is Valid." in out and "Total document signed" in out
+
+
+@needs_poppler
+def test_an_external_runbook_is_a_link_in_the_report(app, tmp_path):
+    cast = Cast(tier=3)
+    cast.service.runbook_url = "https://wiki.example.test/runbooks/ledger"
+    assessment = answered_assessment(cast.service, cast.member)
+    snapshot = reviews.snapshot(assessment)
+    assert snapshot["service"]["runbook_url"] == "https://wiki.example.test/runbooks/ledger"
+    path = tmp_path / "draft.pdf"
+    path.write_bytes(reports.render_pdf(snapshot, None, report_id="PF-TEST", draft=True))
+    links = subprocess.run(["pdfinfo", "-url", str(path)], capture_output=True, text=True).stdout
+    assert "https://wiki.example.test/runbooks/ledger" in links
+    assert "Runbook https://wiki.example.test/runbooks/ledger" in _text(path.read_bytes(), tmp_path)

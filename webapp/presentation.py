@@ -6,6 +6,7 @@ import functools
 from datetime import datetime
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from markupsafe import Markup, escape
 
 # Raw HTML off: <script> and onerror= arrive as text. markdown-it also refuses
@@ -73,6 +74,38 @@ def render_markdown(text: str | None) -> Markup:
     return Markup(_render((text or "")[:MAX_MARKDOWN_CHARS]))
 
 
+_PRINT_BULLETS = ("•", "◦", "▪")  # disc, circle, square: the browser's markers by depth
+
+
+@functools.lru_cache(maxsize=512)
+def _render_print(text: str) -> str:
+    if too_costly_to_render(text):
+        return str(render_plain(text))
+    tokens = _markdown.parse(text)
+    depth = 0
+    for index, token in enumerate(tokens):
+        if token.type == "bullet_list_open":
+            depth += 1
+        elif token.type == "bullet_list_close":
+            depth -= 1
+        elif token.type == "list_item_open" and index + 2 < len(tokens) \
+                and tokens[index + 1].type == "paragraph_open" and tokens[index + 2].type == "inline":
+            ordered = token.info != ""
+            marker = f"{token.info}{token.markup}" if ordered else _PRINT_BULLETS[min(depth, 3) - 1]
+            mark = Token("text", "", 0, content=marker + "\u00a0")
+            tokens[index + 2].children = [mark, *(tokens[index + 2].children or [])]
+            token.attrSet("class", "marked")
+    return _markdown.renderer.render(tokens, _markdown.options, {})
+
+
+def render_print_markdown(text: str | None) -> Markup:
+    """Markdown for the PDF report: as render_markdown, but each list item's marker is text
+    at the start of its first paragraph (class "marked", for `list-style: none`). WeasyPrint
+    lays a CSS list marker out as a box of its own, styled and line-broken separately: on a
+    report whose notes hold lists that is a twentieth of its layout (docs/reports.md)."""
+    return Markup(_render_print((text or "")[:MAX_MARKDOWN_CHARS]))
+
+
 def render_note(note: str | None) -> str:
     """The HTML stored beside a note when it is written (Answer.note_html)."""
     return str(render_markdown(note))
@@ -128,6 +161,7 @@ def upper_first(text: str) -> str:
 
 FILTERS = {
     "markdown": render_markdown,
+    "print_markdown": render_print_markdown,
     "note_html": note_html,
     "dt": format_datetime,
     "verdict_chip": verdict_chip,

@@ -78,6 +78,22 @@ def _report_stylesheet():
     return _stylesheet(path, path.stat().st_mtime_ns)
 
 
+_fonts = threading.local()
+
+
+def _font_config():
+    """One WeasyPrint FontConfiguration per thread, kept: a fresh one is a new Pango font
+    map whose font matching and glyph caches start cold on every report. Per thread because
+    a Pango font map is not thread-safe; the report has no @font-face, so nothing in it
+    depends on the document."""
+    config = getattr(_fonts, "config", None)
+    if config is None:
+        from weasyprint.text.fonts import FontConfiguration
+
+        config = _fonts.config = FontConfiguration()
+    return config
+
+
 _gc_lock = threading.Lock()
 _gc_pausers = 0
 _gc_was_enabled = True
@@ -158,10 +174,11 @@ def render_pdf(snapshot: dict, snapshot_json: bytes | None, *, report_id: str,
             file_obj=io.BytesIO(snapshot_json), url_fetcher=fetcher, name=SNAPSHOT_NAME,
             description="The sign-off snapshot this report shows (canonical JSON)",
             relationship="Source"))
-    document = HTML(string=html, base_url=root.as_uri() + "/", url_fetcher=fetcher)
-    with _collector_paused():
+    with _collector_paused():  # parsing the HTML allocates as much as laying it out
+        document = HTML(string=html, base_url=root.as_uri() + "/", url_fetcher=fetcher)
         return document.write_pdf(pdf_variant="pdf/a-3b", attachments=attachments,
-                                  custom_metadata=True, stylesheets=[_report_stylesheet()])
+                                  custom_metadata=True, stylesheets=[_report_stylesheet()],
+                                  font_config=_font_config())
 
 
 # Signing credentials -------------------------------------------------------------------
@@ -288,8 +305,18 @@ def sign_pdf(pdf: bytes, credential: Credential, *, reason: str) -> bytes:
     meta = signers.PdfSignatureMetadata(
         field_name=SIGNATURE_FIELD, md_algorithm="sha256", reason=reason,
         subfilter=fields.SigSeedSubFilter.PADES, name="Preflight")
-    output = _run_async(lambda: signers.async_sign_pdf(writer, meta, signer=signer))
+    output = _run_async(lambda: signers.async_sign_pdf(
+        writer, meta, signer=signer, bytes_reserved=_signature_space(cert)))
     return output.getvalue()
+
+
+def _signature_space(cert) -> int:
+    """Room for the signature container, in hex digits. Without it pyHanko signs twice: a
+    dry run to measure the container, then the real one (half the signing time). The
+    container holds the certificate (the only one in the registry), the signed attributes
+    and the signature value; with no timestamp or revocation data the rest stays well under
+    4 KB even for RSA-4096, so this reserves the certificate plus 4 KB."""
+    return 2 * (len(cert.dump()) + 4096)
 
 
 def _run_async(make_coroutine):

@@ -389,7 +389,7 @@ def snapshot(assessment: Assessment) -> dict:
                     "lifecycle": service.lifecycle, "owner": _person(service.owner),
                     "backup_owner": _person(service.backup_owner),
                     "oncall_url": service.oncall_url, "repository_url": service.repository_url,
-                    "dashboard_url": service.dashboard_url,
+                    "dashboard_url": service.dashboard_url, "runbook_url": service.runbook_url,
                     "runbook": {"revision": runbook.id, "updated_at": _iso(runbook.created_at)}
                     if runbook else None},
         "checklist": {"slug": checklist.slug, "version": checklist.version,
