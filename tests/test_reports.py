@@ -316,3 +316,17 @@ def test_an_external_runbook_is_a_link_in_the_report(app, tmp_path):
     links = subprocess.run(["pdfinfo", "-url", str(path)], capture_output=True, text=True).stdout
     assert "https://wiki.example.test/runbooks/ledger" in links
     assert "Runbook https://wiki.example.test/runbooks/ledger" in _text(path.read_bytes(), tmp_path)
+
+
+@needs_poppler
+def test_a_probe_written_note_is_plain_text_in_the_report_never_a_link(app, tmp_path):
+    cast = Cast(tier=3)
+    assessment = answered_assessment(cast.service, cast.member)
+    answer = assessments.answer_for(assessment, "structured_logging")
+    answer.source, answer.note = "probe", "health said [click me](https://attacker.example.test/x) **now**"
+    snapshot = reviews.snapshot(assessment)
+    path = tmp_path / "draft.pdf"
+    path.write_bytes(reports.render_pdf(snapshot, None, report_id="PF-TEST", draft=True))
+    links = subprocess.run(["pdfinfo", "-url", str(path)], capture_output=True, text=True).stdout
+    assert "attacker.example.test" not in links
+    assert "[click me](https://attacker.example.test/x) **now**" in _text(path.read_bytes(), tmp_path)

@@ -162,6 +162,7 @@ def upper_first(text: str) -> str:
 FILTERS = {
     "markdown": render_markdown,
     "print_markdown": render_print_markdown,
+    "plain_text": render_plain,
     "note_html": note_html,
     "dt": format_datetime,
     "verdict_chip": verdict_chip,
