@@ -184,7 +184,7 @@ def main() -> None:
         with app.app_context():
             due = db.session.scalars(select(Service).order_by(Service.id)).all()
             writer.start()
-            profiler = cProfile.Profile() if args.profile else None
+            profiler = (cProfile.Profile(time.process_time) if os.environ.get("PROFILE_CPU") else cProfile.Profile()) if args.profile else None
             started, started_cpu = time.monotonic(), time.process_time()
             if profiler:
                 profiler.enable()

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from flask import current_app
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import selectinload
 
 from webapp import assessments, db_deadlines, runbooks
 from webapp.extensions import db
@@ -331,8 +332,11 @@ def apply_to_assessments(service: Service) -> int:
     if not latest:
         return 0
     changed = 0
+    # Answers and their waivers come with the drafts (scoring reads both): lazy loads cost
+    # a query per answer, most of a sweep's bookkeeping.
     drafts = db.session.scalars(select(Assessment).where(Assessment.service_id == service.id,
-                                                         Assessment.state == "draft")).all()
+                                                         Assessment.state == "draft")
+                                .options(selectinload(Assessment.answers).selectinload(Answer.waivers))).all()
     for assessment in drafts:
         touched = False
         # Reads first, one flush at the end: on SQLite the write lock is taken at the first
