@@ -608,3 +608,15 @@ def test_latest_outcome_per_kind_and_its_changes_go_on_the_timeline(world):
     assert (check.kind, check.outcome) == ("health", "fail")
     events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "probe.changed")).all()
     assert [(e.before, e.after) for e in events] == [({"outcome": "pass"}, {"kind": "health", "outcome": "fail"})]
+
+
+def test_sqlite_roll_up_chunks_are_sized_by_how_long_the_last_one_held_the_lock():
+    """Faster than the aim: the next chunk grows (at most double); slower: it shrinks (at
+    most half); always within bounds, so one slow chunk never makes them tiny."""
+    aim, (smallest, largest) = runs.SQLITE_ROLLUP_LOCK_SECONDS, runs.SQLITE_ROLLUP_CHUNKS
+    assert runs.next_sqlite_chunk(4000, aim) == 4000
+    assert runs.next_sqlite_chunk(4000, aim / 1.5) == 6000
+    assert runs.next_sqlite_chunk(4000, aim / 100) == 8000
+    assert runs.next_sqlite_chunk(4000, aim * 4) == 2000
+    assert runs.next_sqlite_chunk(smallest, aim * 10) == smallest
+    assert runs.next_sqlite_chunk(largest, 0.0) == largest
