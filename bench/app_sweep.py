@@ -86,9 +86,10 @@ def serve_targets() -> None:
         sys.stdin.read()
 
 
-def person_saving(url: str, draft_ids: list[int], user_id: int, stop, report) -> None:
+def person_saving(url: str, draft_ids: list[int], user_id: int, ready, stop, report) -> None:
     """Child process, like a gunicorn worker: a person's save is load, change, one commit,
-    in its own session, every 50 ms, until told to stop."""
+    in its own session, every 50 ms, until told to stop. Says when its first save is done,
+    so the sweep starts with saves already going (and not beside the child's start-up)."""
     from webapp import assessments, create_app
     from webapp.extensions import db
     from webapp.models import Assessment, User
@@ -115,6 +116,7 @@ def person_saving(url: str, draft_ids: list[int], user_id: int, stop, report) ->
             finally:
                 db.session.remove()
             saves["slowest"] = max(saves["slowest"], time.perf_counter() - started)
+            ready.set()
             n += 1
             time.sleep(0.05)
     report.put(saves)
@@ -179,11 +181,12 @@ def main() -> None:
 
         timer = WriteTimer(db.engine)
         spawn = multiprocessing.get_context("spawn")
-        stop, report = spawn.Event(), spawn.Queue()
-        writer = spawn.Process(target=person_saving, args=(url, draft_ids, user_id, stop, report))
+        ready, stop, report = spawn.Event(), spawn.Event(), spawn.Queue()
+        writer = spawn.Process(target=person_saving, args=(url, draft_ids, user_id, ready, stop, report))
         with app.app_context():
             due = db.session.scalars(select(Service).order_by(Service.id)).all()
             writer.start()
+            ready.wait(timeout=120)
             profiler = (cProfile.Profile(time.process_time) if os.environ.get("PROFILE_CPU") else cProfile.Profile()) if args.profile else None
             started, started_cpu = time.monotonic(), time.process_time()
             if profiler:

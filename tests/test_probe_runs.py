@@ -118,6 +118,27 @@ def test_hanging_targets_do_not_delay_healthy_ones(targets, world):
         assert (result.outcome, result.error_code) == ("error", "timeout")
 
 
+def test_a_sweep_asks_for_every_health_url_before_anything_else(monkeypatch, targets, world):
+    """Health URLs are the ones that hang: their first requests go out first, so a hanging
+    one starts its deadline at the start of the sweep, not behind the other requests."""
+    from webapp.probes.fetch import Fetcher
+
+    _, first, _ = world
+    services = [ServiceFactory(team=first.team, health_url=targets.url(f"/health?s={n}"), base_url=None,
+                               metrics_url=targets.url(f"/metrics?s={n}")) for n in range(3)]
+    db.session.commit()
+    asked, fetch = [], Fetcher.fetch
+
+    async def recording(self, url, **kwargs):
+        asked.append(url)
+        return await fetch(self, url, **kwargs)
+
+    monkeypatch.setattr(Fetcher, "fetch", recording)
+    probe_services(services, "schedule")
+    assert [url.split("/")[-1] for url in asked[:6]] == [
+        "health?s=0", "health?s=1", "health?s=2", "metrics?s=0", "metrics?s=1", "metrics?s=2"]
+
+
 def test_a_hanging_health_url_costs_one_request_not_three(app, monkeypatch, targets, world):
     """Health, correlation id and latency share the first request to the health URL. With
     room for one request at a time, a hanging health URL holds the sweep one deadline (2 s);

@@ -131,6 +131,7 @@ def _normalise(addr: IPAddress) -> IPAddress:
     return addr
 
 
+@functools.lru_cache(maxsize=4096)  # every request's host is checked: parsing was most of it
 def _parse_ip(ip: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(ip.strip().strip("[]").split("%", 1)[0])
