@@ -18,8 +18,9 @@ the test suite's local servers on 127.0.0.1. Prints numbers; asserts nothing:
   (on SQLite: the write lock is taken) to its COMMIT or ROLLBACK, per connection
   (SQLAlchemy engine events) — on SQLite, how long the database write lock was held;
 - a concurrent writer: another process saving answers (the real `record_answer`, a commit
-  per save, like a person's request in a gunicorn worker) throughout the sweep: how many
-  succeeded, and the slowest save.
+  per save, like a person's request in a gunicorn worker) throughout the sweep (the sweep
+  starts once its first save is done, so its start-up does not share the sweep's CPU): how
+  many succeeded, and the slowest save.
 
 The targets run in a child process too, so only the sweep runs in this one.
 """
@@ -130,7 +131,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="PROBE_CONCURRENCY (default: the app's)")
     parser.add_argument("--assessments", type=int, default=50, help="services with a draft assessment")
     parser.add_argument("--postgres", metavar="URL", help="a throwaway PostgreSQL database instead of SQLite")
-    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the sweep to FILE")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the sweep's CPU time (all threads' time, this thread's calls) to FILE")
     parser.add_argument("--serve-targets", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_targets:
@@ -187,7 +188,7 @@ def main() -> None:
             due = db.session.scalars(select(Service).order_by(Service.id)).all()
             writer.start()
             ready.wait(timeout=120)
-            profiler = (cProfile.Profile(time.process_time) if os.environ.get("PROFILE_CPU") else cProfile.Profile()) if args.profile else None
+            profiler = cProfile.Profile(time.process_time) if args.profile else None
             started, started_cpu = time.monotonic(), time.process_time()
             if profiler:
                 profiler.enable()
