@@ -89,6 +89,11 @@ class CheckResult:
     duration_ms: float = 0.0
     details: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Bounded once, here, whoever builds the result: storing it no longer bounds it
+        # again (a JSON encoding per result, thousands per sweep).
+        object.__setattr__(self, "details", bounded_details(self.details))
+
     def to_json(self) -> dict:
         return {
             "kind": self.kind,
@@ -162,7 +167,7 @@ def _result(
         error_code=error_code or (fetched.error_code if fetched and outcome == "error" else None),
         status_code=fetched.status_code if fetched is not None else None,
         duration_ms=round(duration_ms if duration_ms is not None else _elapsed(fetched), 3),
-        details=bounded_details(details),
+        details=details,
     )
 
 

@@ -34,7 +34,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.probes.fetch import AddressPolicy, Fetcher, FetchLimits
-from webapp.probes.rules import CheckResult, bounded_details
+from webapp.probes.rules import CheckResult
 
 ANSWER_FOR_OUTCOME = {"pass": "met", "warn": "partial", "fail": "not_met", "error": "not_met"}
 RECORD_CHECKS = ("runbook_present", "oncall_present")  # answered from Preflight's own records
@@ -203,7 +203,7 @@ def store_result(run: ProbeRun | RunRef, result: CheckResult) -> ProbeResult:
         started_at=finished - timedelta(milliseconds=result.duration_ms), finished_at=finished,
         outcome=result.outcome, status_code=result.status_code,
         latency_ms=round(result.duration_ms, 1), error_code=result.error_code,
-        explanation=result.explanation[:2000], details=bounded_details(result.details))
+        explanation=result.explanation[:2000], details=result.details)
     db.session.add(row)  # flushed with its batch: one INSERT round-trip per row adds up in a sweep
     return row
 
@@ -213,7 +213,7 @@ def _result_row(ref: RunRef, result: CheckResult, finished: datetime) -> dict:
             "started_at": finished - timedelta(milliseconds=result.duration_ms), "finished_at": finished,
             "outcome": result.outcome, "status_code": result.status_code,
             "latency_ms": round(result.duration_ms, 1), "error_code": result.error_code,
-            "explanation": result.explanation[:2000], "details": bounded_details(result.details)}
+            "explanation": result.explanation[:2000], "details": result.details}  # bounded by CheckResult
 
 
 def store_results(batch: list[tuple[RunRef, CheckResult]]) -> None:
@@ -351,7 +351,10 @@ def apply_to_assessments(service: Service) -> int:
                                                          check.result_id, flush=False)
                 touched = touched or answer is not None
         if touched:
-            assessments.refresh_score(assessment)
+            # One flush at its end, not a second one before: each flush refreshes the
+            # dashboard's read model for the service (several queries).
+            with db.session.no_autoflush:
+                assessments.refresh_score(assessment)
             changed += 1
     return changed
 
