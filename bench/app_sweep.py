@@ -18,8 +18,9 @@ the test suite's local servers on 127.0.0.1. Prints numbers; asserts nothing:
   (on SQLite: the write lock is taken) to its COMMIT or ROLLBACK, per connection
   (SQLAlchemy engine events) — on SQLite, how long the database write lock was held;
 - a concurrent writer: another process saving answers (the real `record_answer`, a commit
-  per save, like a person's request in a gunicorn worker) throughout the sweep: how many
-  succeeded, and the slowest save.
+  per save, like a person's request in a gunicorn worker) throughout the sweep (the sweep
+  starts once its first save is done, so its start-up does not share the sweep's CPU): how
+  many succeeded, and the slowest save.
 
 The targets run in a child process too, so only the sweep runs in this one.
 """
@@ -86,9 +87,10 @@ def serve_targets() -> None:
         sys.stdin.read()
 
 
-def person_saving(url: str, draft_ids: list[int], user_id: int, stop, report) -> None:
+def person_saving(url: str, draft_ids: list[int], user_id: int, ready, stop, report) -> None:
     """Child process, like a gunicorn worker: a person's save is load, change, one commit,
-    in its own session, every 50 ms, until told to stop."""
+    in its own session, every 50 ms, until told to stop. Says when its first save is done,
+    so the sweep starts with saves already going (and not beside the child's start-up)."""
     from webapp import assessments, create_app
     from webapp.extensions import db
     from webapp.models import Assessment, User
@@ -115,6 +117,7 @@ def person_saving(url: str, draft_ids: list[int], user_id: int, stop, report) ->
             finally:
                 db.session.remove()
             saves["slowest"] = max(saves["slowest"], time.perf_counter() - started)
+            ready.set()
             n += 1
             time.sleep(0.05)
     report.put(saves)
@@ -128,7 +131,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="PROBE_CONCURRENCY (default: the app's)")
     parser.add_argument("--assessments", type=int, default=50, help="services with a draft assessment")
     parser.add_argument("--postgres", metavar="URL", help="a throwaway PostgreSQL database instead of SQLite")
-    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the sweep to FILE")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the sweep's CPU time (all threads' time, this thread's calls) to FILE")
     parser.add_argument("--serve-targets", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_targets:
@@ -179,12 +182,13 @@ def main() -> None:
 
         timer = WriteTimer(db.engine)
         spawn = multiprocessing.get_context("spawn")
-        stop, report = spawn.Event(), spawn.Queue()
-        writer = spawn.Process(target=person_saving, args=(url, draft_ids, user_id, stop, report))
+        ready, stop, report = spawn.Event(), spawn.Event(), spawn.Queue()
+        writer = spawn.Process(target=person_saving, args=(url, draft_ids, user_id, ready, stop, report))
         with app.app_context():
             due = db.session.scalars(select(Service).order_by(Service.id)).all()
             writer.start()
-            profiler = cProfile.Profile() if args.profile else None
+            ready.wait(timeout=120)
+            profiler = cProfile.Profile(time.process_time) if args.profile else None
             started, started_cpu = time.monotonic(), time.process_time()
             if profiler:
                 profiler.enable()

@@ -206,6 +206,10 @@ def check_rollup(targets: Targets, backend: str, text: str, rows: int) -> None:
     if rows < 1_000_000:
         label += " (fewer rows than the target's 1,000,000: not judged)"
     targets.check(label, f"{wall:.1f} s, {peak:.0f} MB", (wall < 60 and peak < 200) if rows >= 1_000_000 else None)
+    longest = number(r"longest write transaction (\d+) ms", text)
+    if backend.lower() == "sqlite" and longest is not None:  # PostgreSQL locks rows, not the database
+        targets.check(f"{backend}: no roll-up write holds the lock over 250 ms", f"longest {longest:.0f} ms",
+                      longest <= 250)
 
 
 def main() -> None:

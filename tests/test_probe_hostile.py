@@ -360,6 +360,24 @@ def test_tls_info_reports_expired_cert(targets):
 # ---------------------------------------------------------------- isolation
 
 
+def test_requests_past_the_limit_wait_their_turn_and_their_deadline_starts_then(targets):
+    """With room for one request, the second waits for the first (which hangs until its
+    deadline) and then gets a whole deadline of its own."""
+    import asyncio
+
+    async def both():
+        limits = FetchLimits(deadline_s=0.5)
+        async with Fetcher(LOOPBACK_POLICY, limits, max_connections=1) as fetcher:
+            return await asyncio.gather(fetcher.fetch(targets.url("/silence")),
+                                        fetcher.fetch(targets.url("/health")))
+
+    started = time.monotonic()
+    hanging, healthy = asyncio.run(both())
+    assert hanging.error_code == "timeout"
+    assert healthy.ok and healthy.status_code == 200, healthy.error
+    assert time.monotonic() - started >= 0.5  # it did wait for the hanging one
+
+
 def test_hanging_targets_do_not_delay_a_healthy_one(targets):
     from webapp.probes.rules import run_checks
 

@@ -118,6 +118,27 @@ def test_hanging_targets_do_not_delay_healthy_ones(targets, world):
         assert (result.outcome, result.error_code) == ("error", "timeout")
 
 
+def test_a_sweep_asks_for_every_health_url_before_anything_else(monkeypatch, targets, world):
+    """Health URLs are the ones that hang: their first requests go out first, so a hanging
+    one starts its deadline at the start of the sweep, not behind the other requests."""
+    from webapp.probes.fetch import Fetcher
+
+    _, first, _ = world
+    services = [ServiceFactory(team=first.team, health_url=targets.url(f"/health?s={n}"), base_url=None,
+                               metrics_url=targets.url(f"/metrics?s={n}")) for n in range(3)]
+    db.session.commit()
+    asked, fetch = [], Fetcher.fetch
+
+    async def recording(self, url, **kwargs):
+        asked.append(url)
+        return await fetch(self, url, **kwargs)
+
+    monkeypatch.setattr(Fetcher, "fetch", recording)
+    probe_services(services, "schedule")
+    assert [url.split("/")[-1] for url in asked[:6]] == [
+        "health?s=0", "health?s=1", "health?s=2", "metrics?s=0", "metrics?s=1", "metrics?s=2"]
+
+
 def test_a_hanging_health_url_costs_one_request_not_three(app, monkeypatch, targets, world):
     """Health, correlation id and latency share the first request to the health URL. With
     room for one request at a time, a hanging health URL holds the sweep one deadline (2 s);
@@ -608,3 +629,15 @@ def test_latest_outcome_per_kind_and_its_changes_go_on_the_timeline(world):
     assert (check.kind, check.outcome) == ("health", "fail")
     events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "probe.changed")).all()
     assert [(e.before, e.after) for e in events] == [({"outcome": "pass"}, {"kind": "health", "outcome": "fail"})]
+
+
+def test_sqlite_roll_up_chunks_are_sized_by_how_long_the_last_one_held_the_lock():
+    """Faster than the aim: the next chunk grows (at most double); slower: it shrinks (at
+    most half); always within bounds, so one slow chunk never makes them tiny."""
+    aim, (smallest, largest) = runs.SQLITE_ROLLUP_LOCK_SECONDS, runs.SQLITE_ROLLUP_CHUNKS
+    assert runs.next_sqlite_chunk(4000, aim) == 4000
+    assert runs.next_sqlite_chunk(4000, aim / 1.5) == 6000
+    assert runs.next_sqlite_chunk(4000, aim / 100) == 8000
+    assert runs.next_sqlite_chunk(4000, aim * 4) == 2000
+    assert runs.next_sqlite_chunk(smallest, aim * 10) == smallest
+    assert runs.next_sqlite_chunk(largest, 0.0) == largest

@@ -337,7 +337,9 @@ def record_probe_answer(assessment: Assessment, item_key: str, status: str,
     """
     if not assessment.is_editable:
         return None
-    answer = answer_for(assessment, item_key)
+    # The live answers are the `answers` collection: loaded once for all of a sweep's items
+    # (the sweep loads it with the assessment), not a query per item.
+    answer = answers_by_key(assessment).get(item_key)
     if answer is not None and answer.source == "manual" and answer.status is not None:
         return None
     if answer is not None and answer.status == status:
@@ -345,7 +347,9 @@ def record_probe_answer(assessment: Assessment, item_key: str, status: str,
     if answer is None:
         answer = Answer(item_key=item_key, status=None, note="", source="probe")
         assessment.answers.append(answer)  # through the collection, so scoring sees it
-    answer.changes.append(AnswerChange(from_status=answer.status, to_status=status, note="", source="probe"))
+    # Linked through the change's side: the answer's history is not loaded just to add to it.
+    db.session.add(AnswerChange(answer=answer, from_status=answer.status, to_status=status, note="",
+                                source="probe"))
     answer.status, answer.note, answer.source = status, "", "probe"
     answer.probe_result_id, answer.answered_at, answer.answered_by_id = probe_result_id, utcnow(), None
     if flush:  # a caller answering several items flushes once, after its reads

@@ -41,6 +41,7 @@ CHECK_KINDS = (
 
 MAX_DETAILS_BYTES = 4096
 METRICS_PARSE_BYTES = 256 * 1024
+INLINE_METRICS_BYTES = 4096  # parsed on the event loop; larger pages go to a thread
 EXCERPT_CHARS = 1024
 _MAX_DETAIL_STR = 300
 _MAX_DETAIL_ITEMS = 20
@@ -87,6 +88,11 @@ class CheckResult:
     status_code: int | None = None
     duration_ms: float = 0.0
     details: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Bounded once, here, whoever builds the result: storing it no longer bounds it
+        # again (a JSON encoding per result, thousands per sweep).
+        object.__setattr__(self, "details", bounded_details(self.details))
 
     def to_json(self) -> dict:
         return {
@@ -161,7 +167,7 @@ def _result(
         error_code=error_code or (fetched.error_code if fetched and outcome == "error" else None),
         status_code=fetched.status_code if fetched is not None else None,
         duration_ms=round(duration_ms if duration_ms is not None else _elapsed(fetched), 3),
-        details=bounded_details(details),
+        details=details,
     )
 
 
@@ -829,7 +835,9 @@ async def check_deep_health(url: str, fetcher: Fetcher, shallow_url: str | None)
 
 async def check_metrics(url: str, fetcher: Fetcher) -> CheckResult:
     fetched = await fetcher.fetch(url)
-    # Parsing up to a MiB of text is CPU work; keep it off the event loop.
+    if len(fetched.body) <= INLINE_METRICS_BYTES:
+        return judge_metrics(url, fetched)  # ~1 ms: less than handing it to a thread
+    # Parsing up to METRICS_PARSE_BYTES of text is CPU work; keep it off the event loop.
     return await asyncio.to_thread(judge_metrics, url, fetched)
 
 

@@ -9,13 +9,15 @@ snapshot when the score or verdict moves (`assessments.refresh_score`), the read
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, text, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import selectinload
 
 from webapp import assessments, db_deadlines, runbooks
 from webapp.extensions import db
@@ -32,7 +34,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.probes.fetch import AddressPolicy, Fetcher, FetchLimits
-from webapp.probes.rules import CheckResult, bounded_details
+from webapp.probes.rules import CheckResult
 
 ANSWER_FOR_OUTCOME = {"pass": "met", "warn": "partial", "fail": "not_met", "error": "not_met"}
 RECORD_CHECKS = ("runbook_present", "oncall_present")  # answered from Preflight's own records
@@ -201,7 +203,7 @@ def store_result(run: ProbeRun | RunRef, result: CheckResult) -> ProbeResult:
         started_at=finished - timedelta(milliseconds=result.duration_ms), finished_at=finished,
         outcome=result.outcome, status_code=result.status_code,
         latency_ms=round(result.duration_ms, 1), error_code=result.error_code,
-        explanation=result.explanation[:2000], details=bounded_details(result.details))
+        explanation=result.explanation[:2000], details=result.details)
     db.session.add(row)  # flushed with its batch: one INSERT round-trip per row adds up in a sweep
     return row
 
@@ -211,7 +213,7 @@ def _result_row(ref: RunRef, result: CheckResult, finished: datetime) -> dict:
             "started_at": finished - timedelta(milliseconds=result.duration_ms), "finished_at": finished,
             "outcome": result.outcome, "status_code": result.status_code,
             "latency_ms": round(result.duration_ms, 1), "error_code": result.error_code,
-            "explanation": result.explanation[:2000], "details": bounded_details(result.details)}
+            "explanation": result.explanation[:2000], "details": result.details}  # bounded by CheckResult
 
 
 def store_results(batch: list[tuple[RunRef, CheckResult]]) -> None:
@@ -331,8 +333,11 @@ def apply_to_assessments(service: Service) -> int:
     if not latest:
         return 0
     changed = 0
+    # Answers and their waivers come with the drafts (scoring reads both): lazy loads cost
+    # a query per answer, most of a sweep's bookkeeping.
     drafts = db.session.scalars(select(Assessment).where(Assessment.service_id == service.id,
-                                                         Assessment.state == "draft")).all()
+                                                         Assessment.state == "draft")
+                                .options(selectinload(Assessment.answers).selectinload(Answer.waivers))).all()
     for assessment in drafts:
         touched = False
         # Reads first, one flush at the end: on SQLite the write lock is taken at the first
@@ -346,7 +351,10 @@ def apply_to_assessments(service: Service) -> int:
                                                          check.result_id, flush=False)
                 touched = touched or answer is not None
         if touched:
-            assessments.refresh_score(assessment)
+            # One flush at its end, not a second one before: each flush refreshes the
+            # dashboard's read model for the service (several queries).
+            with db.session.no_autoflush:
+                assessments.refresh_score(assessment)
             changed += 1
     return changed
 
@@ -362,8 +370,19 @@ def uptime(service: Service, kind: str, since: datetime) -> tuple[float | None, 
 
 ROLLUP_CHUNK = 50_000
 # SQLite has one write lock for the whole database, held from a chunk's first write to its
-# commit: 50,000 rows held it 1.2 s (people's saves waited); 10,000 about 0.3 s, for ~15% more time.
-SQLITE_ROLLUP_CHUNK = 10_000
+# commit (a chunk's transaction is all writes: the fold, then the DELETE). 10,000 rows held
+# it 0.3-0.45 s, and how long a row takes varies with the disk and the machine's load, so on
+# SQLite each chunk is sized from how long the last one held the lock, aiming at 0.1 s: well
+# under the 0.25 s a person's save may wait, and chunks large enough that their fixed cost
+# (index pages of every service rewritten per commit) stays small.
+SQLITE_ROLLUP_CHUNK = 4_000  # the first chunk
+SQLITE_ROLLUP_CHUNKS = (2_000, 20_000)
+SQLITE_ROLLUP_LOCK_SECONDS = 0.2
+# Each chunk deletes a row or more of every service, so it touches pages all over the
+# service and run indexes: SQLite's default 2 MB page cache re-read them from the file for
+# every chunk (a fifth of the roll-up's CPU). The roll-up's connection gets 48 MB, and
+# the default back at the end.
+SQLITE_ROLLUP_CACHE_KIB = 48 * 1024
 ROLLUP_STATEMENT_SECONDS = 120  # a chunk's DELETE on a busy server; requests keep DB_STATEMENT_TIMEOUT_MS
 
 
@@ -374,15 +393,19 @@ def day_of(column):
     return func.date(column)  # SQLite stores ISO text with +00:00; date() normalises to UTC
 
 
-def old_result_ranges(cutoff: datetime, chunk: int = ROLLUP_CHUNK) -> Iterable[tuple[int, int]]:
-    """Id ranges [low, high] covering the results older than `cutoff`, `chunk` ids each."""
+def old_result_ids(cutoff: datetime) -> tuple[int, int] | None:
+    """The lowest and highest id of the results older than `cutoff`, if there are any."""
     low, high = db.session.execute(select(func.min(ProbeResult.id), func.max(ProbeResult.id))
                                    .where(ProbeResult.started_at < cutoff)).one()
-    if low is None:
-        return
-    while low <= high:
-        yield low, min(low + chunk - 1, high)
-        low += chunk
+    return None if low is None else (low, high)
+
+
+def next_sqlite_chunk(size: int, held_seconds: float) -> int:
+    """The next chunk's size, scaled towards SQLITE_ROLLUP_LOCK_SECONDS of write lock from
+    how long `size` rows held it: at most double or half per step, within bounds."""
+    scaled = size * SQLITE_ROLLUP_LOCK_SECONDS / max(held_seconds, 0.001)
+    smallest, largest = SQLITE_ROLLUP_CHUNKS
+    return int(min(max(scaled, size / 2, smallest), size * 2, largest))
 
 
 def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
@@ -395,94 +418,64 @@ def roll_up_range(cutoff: datetime, low: int, high: int) -> int:
     that is exact when a day fits in one chunk (ids are in time order, so most days do).
     """
     in_range = and_(ProbeResult.id.between(low, high), ProbeResult.started_at < cutoff)
-    day = day_of(ProbeResult.started_at).label("day")
-    counts = select(
-        ProbeResult.service_id, ProbeResult.kind, day, func.count().label("runs"),
-        *(func.sum(case((ProbeResult.outcome == outcome, 1), else_=0)).label(column)
-          for outcome, column in (("pass", "passes"), ("warn", "warns"), ("fail", "fails"), ("error", "errors"))),
-        func.count(ProbeResult.latency_ms).label("timed"),
-    ).where(in_range).group_by(ProbeResult.service_id, ProbeResult.kind, day)
     if db.engine.dialect.name == "postgresql":
-        _fold_in_sql(counts)
+        day = day_of(ProbeResult.started_at).label("day")
+        grouped = select(ProbeResult.service_id, ProbeResult.kind, day, *_outcome_counts(ProbeResult),
+                         func.percentile_cont(0.5).within_group(ProbeResult.latency_ms).label("median"),
+                         ).where(in_range).group_by(ProbeResult.service_id, ProbeResult.kind, day).subquery()
+        _fold_in_sql(grouped, postgresql.insert)
     else:
-        _fold(db.session.execute(counts).all(), _medians(in_range, day))
+        _fold_in_sql(_sqlite_groups(in_range), sqlite.insert)
     return _delete_results(in_range)
 
 
-def _medians(in_range, day) -> dict[tuple[int, str, str], float]:
-    """Exact medians per (service, kind, day) where SQL has no median aggregate (SQLite):
-    row_number over the sorted latencies, the middle one or two averaged."""
+def _outcome_counts(source) -> list:
+    return [func.count().label("runs"), *(func.sum(case((source.outcome == outcome, 1), else_=0)).label(column)
+            for outcome, column in (("pass", "passes"), ("warn", "warns"), ("fail", "fails"), ("error", "errors")))]
+
+
+def _sqlite_groups(in_range):
+    """Counts and the exact median per (service, kind, day) in one pass, where SQL has no
+    median aggregate (SQLite): each row numbered within its group by latency (no latency
+    last), the middle one or two latencies averaged."""
+    day = day_of(ProbeResult.started_at).label("day")
+    group = (ProbeResult.service_id, ProbeResult.kind, day)
     ranked = select(
-        ProbeResult.service_id, ProbeResult.kind, day, ProbeResult.latency_ms,
-        func.row_number().over(partition_by=(ProbeResult.service_id, ProbeResult.kind, day),
-                               order_by=ProbeResult.latency_ms).label("rn"),
-        func.count().over(partition_by=(ProbeResult.service_id, ProbeResult.kind, day)).label("n"),
-    ).where(in_range, ProbeResult.latency_ms.is_not(None)).subquery()
-    medians = select(ranked.c.service_id, ranked.c.kind, ranked.c.day, func.avg(ranked.c.latency_ms)).where(
-        or_(ranked.c.rn == (ranked.c.n + 1) / 2, ranked.c.rn == (ranked.c.n + 2) / 2),
-    ).group_by(ranked.c.service_id, ranked.c.kind, ranked.c.day)
-    return {(s, k, str(d)): m for s, k, d, m in db.session.execute(medians)}
+        ProbeResult.service_id, ProbeResult.kind, day, ProbeResult.outcome, ProbeResult.latency_ms,
+        func.row_number().over(partition_by=group, order_by=(ProbeResult.latency_ms.is_(None),
+                                                             ProbeResult.latency_ms)).label("rn"),
+        func.count(ProbeResult.latency_ms).over(partition_by=group).label("timed"),
+    ).where(in_range).subquery()
+    middle = and_(ranked.c.latency_ms.is_not(None),
+                  or_(ranked.c.rn == (ranked.c.timed + 1) / 2, ranked.c.rn == (ranked.c.timed + 2) / 2))
+    return select(ranked.c.service_id, ranked.c.kind, ranked.c.day, *_outcome_counts(ranked.c),
+                  func.avg(case((middle, ranked.c.latency_ms))).label("median"),
+                  ).group_by(ranked.c.service_id, ranked.c.kind, ranked.c.day).subquery()
 
 
-def _fold_in_sql(counts) -> None:
-    """PostgreSQL: the whole fold in one statement, INSERT … SELECT … GROUP BY with the
-    median as an ordered-set aggregate (percentile_cont) and ON CONFLICT adding to existing
-    roll-up rows; no row comes back to Python (an executemany of the groups took a third
-    of the roll-up's time)."""
+def _fold_in_sql(grouped, dialect_insert) -> None:
+    """The whole fold in one statement, INSERT … SELECT … GROUP BY with ON CONFLICT adding to
+    existing roll-up rows; no row comes back to Python (PostgreSQL: an executemany of the
+    groups took a third of the roll-up's time; SQLite: merging in Python re-read the day's
+    roll-up rows for every chunk, and built every group's parameters inside the write lock)."""
     table = ProbeDailyRollup.__table__
-    grouped = counts.add_columns(
-        func.percentile_cont(0.5).within_group(ProbeResult.latency_ms).label("median")).subquery()
     rows = select(grouped.c.service_id, grouped.c.kind, grouped.c.day, grouped.c.runs, grouped.c.passes,
                   grouped.c.warns, grouped.c.fails, grouped.c.errors, grouped.c.median)
-    insert = postgresql.insert(table).from_select(
-        ["service_id", "kind", "day", "runs", "passes", "warns", "fails", "errors", "latency_ms_median"], rows)
+    # SQLite needs a WHERE before ON CONFLICT to tell the upsert from a join's ON.
+    insert = dialect_insert(table).from_select(
+        ["service_id", "kind", "day", "runs", "passes", "warns", "fails", "errors", "latency_ms_median"],
+        rows.where(true()))
     new = insert.excluded
     insert = insert.on_conflict_do_update(index_elements=["service_id", "kind", "day"], set_={
         "runs": table.c.runs + new.runs, "passes": table.c.passes + new.passes, "warns": table.c.warns + new.warns,
         "fails": table.c.fails + new.fails, "errors": table.c.errors + new.errors,
-        # run-weighted mean of the medians, as on SQLite
+        # the run-weighted mean of the medians
         "latency_ms_median": case(
             (new.latency_ms_median.is_(None), table.c.latency_ms_median),
             (table.c.latency_ms_median.is_(None), new.latency_ms_median),
             else_=(table.c.latency_ms_median * table.c.runs + new.latency_ms_median * new.runs)
             / (table.c.runs + new.runs))})
     db.session.execute(insert)
-
-
-def _fold(groups, median_of: dict) -> None:
-    """Add a chunk's groups to the roll-up rows (SQLite: the merge in Python)."""
-    if not groups:
-        return
-    days = sorted(row.day if isinstance(row.day, str) else row.day.isoformat() for row in groups)
-    parse = datetime.fromisoformat
-    # The chunk's ids are in time order, so its days are a short range: one range query.
-    existing = {(r.service_id, r.kind, r.day.isoformat()): r for r in db.session.execute(
-        select(ProbeDailyRollup.id, ProbeDailyRollup.service_id, ProbeDailyRollup.kind, ProbeDailyRollup.day,
-               ProbeDailyRollup.runs, ProbeDailyRollup.latency_ms_median)
-        .where(ProbeDailyRollup.day.between(parse(days[0]).date(), parse(days[-1]).date())))}
-    inserts, updates = [], []
-    for row in groups:
-        key = (row.service_id, row.kind, row.day if isinstance(row.day, str) else row.day.isoformat())
-        median = median_of.get((row.service_id, row.kind, str(row.day)))
-        before = existing.get(key)
-        if before is None:
-            inserts.append({"service_id": row.service_id, "kind": row.kind, "day": parse(key[2]).date(),
-                            "runs": row.runs, "passes": row.passes, "warns": row.warns, "fails": row.fails,
-                            "errors": row.errors, "latency_ms_median": median})
-            continue
-        if median is not None and before.latency_ms_median is not None:
-            median = (before.latency_ms_median * before.runs + median * row.runs) / (before.runs + row.runs)
-        updates.append({"rollup_id": before.id, "add_runs": row.runs, "add_passes": row.passes,
-                        "add_warns": row.warns, "add_fails": row.fails, "add_errors": row.errors,
-                        "median": median if median is not None else before.latency_ms_median})
-    if inserts:
-        db.session.execute(ProbeDailyRollup.__table__.insert(), inserts)
-    if updates:
-        table = ProbeDailyRollup.__table__
-        db.session.execute(table.update().where(table.c.id == bindparam("rollup_id")).values(
-            runs=table.c.runs + bindparam("add_runs"), passes=table.c.passes + bindparam("add_passes"),
-            warns=table.c.warns + bindparam("add_warns"), fails=table.c.fails + bindparam("add_fails"),
-            errors=table.c.errors + bindparam("add_errors"), latency_ms_median=bindparam("median")), updates)
 
 
 def _delete_results(in_range) -> int:
@@ -505,13 +498,25 @@ def roll_up_old_results(retention_days: int, now: datetime | None = None, chunk:
     then delete them and the runs left empty. Flush only; `after_chunk` (the job's commit and
     lock renewal) runs after each chunk so no transaction grows with the table."""
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
-    chunk = chunk or (ROLLUP_CHUNK if db.engine.dialect.name == "postgresql" else SQLITE_ROLLUP_CHUNK)
+    sized_by_lock = chunk is None and db.engine.dialect.name != "postgresql"
+    size = chunk or (ROLLUP_CHUNK if db.engine.dialect.name == "postgresql" else SQLITE_ROLLUP_CHUNK)
     removed = 0
-    for low, high in list(old_result_ranges(cutoff, chunk)):
+    default_cache = db.session.execute(text("PRAGMA cache_size")).scalar() if sized_by_lock else None
+    low, last = old_result_ids(cutoff) or (1, 0)
+    while low <= last:  # id ranges of `size` ids, in time order
+        high = min(low + size - 1, last)
+        started = time.monotonic()
+        if sized_by_lock:  # on the chunk's connection (a commit may hand back another)
+            db.session.execute(text(f"PRAGMA cache_size=-{SQLITE_ROLLUP_CACHE_KIB}"))
         with db_deadlines.longer(db.session, ROLLUP_STATEMENT_SECONDS):  # its COMMIT too
             removed += roll_up_range(cutoff, low, high)
             if after_chunk is not None:
                 after_chunk()
+        low = high + 1
+        if sized_by_lock:
+            size = next_sqlite_chunk(size, time.monotonic() - started)
+    if default_cache is not None:
+        db.session.execute(text(f"PRAGMA cache_size={int(default_cache)}"))
     empty = select(ProbeRun.id).where(ProbeRun.finished_at < cutoff, ~ProbeRun.results.any())
     db.session.execute(delete(ProbeRun).where(ProbeRun.id.in_(empty.scalar_subquery()))
                        .execution_options(synchronize_session=False))

@@ -112,6 +112,9 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
                 ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))).all()
             refs = {run.id: runs.RunRef(run.id, run.service_id) for run in probe_runs}
             targets = [target for run in probe_runs for target in _targets(refs[run.id], run.service)]
+            # Health URLs first: they are the ones that hang, and a hanging request should
+            # start its deadline at the beginning of the sweep, not at the end.
+            targets.sort(key=lambda target: target[1] != HEALTH_GROUP)
             db.session.commit()  # end the read transaction before the long wait on the network
             db.session.expunge_all()
             sweep = Sweep(targets, lease)
@@ -251,19 +254,18 @@ class Sweep:
 
     async def run(self) -> bool:
         """Returns True if the worker is stopping and the sweep gave up on pending targets."""
-        gate = asyncio.Semaphore(current_app.config["PROBE_CONCURRENCY"])
-
         async def one(fetcher, ref: runs.RunRef, kind: str | tuple[str, ...], url: str, options: dict) -> None:
-            async with gate:
-                started = time.perf_counter()
-                results = (await run_health_group(url, fetcher) if kind == HEALTH_GROUP
-                           else [await run_check(kind, url, fetcher, **options)])
-                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-                for result in results:
-                    log.info("probe %s %s: %s in %.0f ms", result.kind, url, result.outcome, elapsed_ms,
-                             extra={"event": "probe.call", "probe_kind": result.kind, "outcome": result.outcome,
-                                    "duration_ms": elapsed_ms})
-                    self.pending.append((ref, result))
+            # No gate here: the fetcher lets PROBE_CONCURRENCY requests out at a time, in
+            # the order they were asked for, so every first request precedes the follow-ups.
+            started = time.perf_counter()
+            results = (await run_health_group(url, fetcher) if kind == HEALTH_GROUP
+                       else [await run_check(kind, url, fetcher, **options)])
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+            for result in results:
+                log.info("probe %s %s: %s in %.0f ms", result.kind, url, result.outcome, elapsed_ms,
+                         extra={"event": "probe.call", "probe_kind": result.kind, "outcome": result.outcome,
+                                "duration_ms": elapsed_ms})
+                self.pending.append((ref, result))
 
         async with runs.make_fetcher() as fetcher:
             tasks = [asyncio.create_task(one(fetcher, *target)) for target in self.targets]
