@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +20,9 @@ from datetime import date, datetime
 from sqlalchemy import (
     Integer,
     Select,
+    String,
+    TypeDecorator,
+    any_,
     bindparam,
     case,
     event,
@@ -30,6 +34,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased, selectinload
 from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
@@ -347,6 +352,29 @@ class _Shape:
     columns: dict
     mine: object
     rows_without_trend: Select  # exports without trends: no JSON to decode per row
+    needs_attention: object  # the service is among the bound ids "attention_ids"
+
+
+class _JsonIds(TypeDecorator):
+    """A list of ids bound as one JSON string, for SQLite's json_each."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return json.dumps(value)
+
+
+def _among_ids(dialect: str, name: str):
+    """`Service.id IN <the ids bound as name>` as one parameter, whatever their number: an
+    IN list of ~600 ids cost ~3 ms a statement to expand and render, and made the
+    statement depend on the data, so it could not be kept."""
+    if dialect == "postgresql":
+        return Service.id == any_(bindparam(name, type_=ARRAY(Integer)))
+    if dialect == "sqlite":
+        ids = func.json_each(bindparam(name, type_=_JsonIds())).table_valued("value")
+        return Service.id.in_(select(ids.c.value))
+    return Service.id.in_(bindparam(name, expanding=True))
 
 
 @functools.cache
@@ -391,7 +419,7 @@ def _shape_for(dialect: str) -> _Shape:
                 .group_by(Service.tier, Service.team_id, Team.name, verdict))
 
     return _Shape(rows.add_columns(Service.score_trend), joined(Service.id), tiles(False), tiles(True), columns,
-                  mine, rows)
+                  mine, rows, _among_ids(dialect, "attention_ids"))
 
 
 def _shape() -> _Shape:
@@ -402,7 +430,17 @@ def _viewer(user_id: int | None) -> dict:
     return {"viewer_id": user_id or -1}
 
 
-def _filter(stmt: Select, query: Query, columns: dict, mine) -> Select:
+def _params(query: Query, user_id: int | None) -> dict:
+    """The values a list's statement is run with: the viewer, and with the attention filter
+    the ids from one run of the rules, shared by the tiles and the rows."""
+    params = _viewer(user_id)
+    if query.attention:
+        params["attention_ids"] = list(attention.live_item_counts())
+    return params
+
+
+def _filter(stmt: Select, query: Query, shape: _Shape) -> Select:
+    columns = shape.columns
     if query.lifecycle == "all":
         pass
     elif query.lifecycle:
@@ -416,7 +454,7 @@ def _filter(stmt: Select, query: Query, columns: dict, mine) -> Select:
     if query.owner:
         stmt = stmt.where(Service.owner_id == query.owner)
     if query.mine:
-        stmt = stmt.where(mine)
+        stmt = stmt.where(shape.mine)
     if query.verdict == NOT_ASSESSED:
         stmt = stmt.where(columns["verdict"].is_(None))
     elif query.verdict:
@@ -426,8 +464,8 @@ def _filter(stmt: Select, query: Query, columns: dict, mine) -> Select:
                               Service.slug.icontains(query.q, autoescape=True),
                               Team.name.icontains(query.q, autoescape=True),
                               owner_u.name.icontains(query.q, autoescape=True)))
-    if query.attention:  # ids from one run of the rules, shared by the tiles and the rows
-        stmt = stmt.where(Service.id.in_(list(attention.live_item_counts())))
+    if query.attention:  # the ids are a parameter: see `_params`
+        stmt = stmt.where(shape.needs_attention)
     return stmt
 
 
@@ -490,19 +528,15 @@ def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
     needs-attention items each has if asked (see `with_attention_items`)."""
     stmt = _statement(_rows_statement, query, bool(trend_points), limit, offset)
     counts = attention.live_item_counts() if with_attention else None
-    rows = [_row(r, counts) for r in db.session.execute(stmt, _viewer(user_id))]
+    rows = [_row(r, counts) for r in db.session.execute(stmt, _params(query, user_id))]
     return _with_trends(rows, trend_points)
 
 
 def _statement(build: Callable[..., Select], query: Query, *args) -> Select:
     """`build(dialect, query, *args)`, kept per process for the queries people repeat (the
     home page first of all): building a statement this size, and the key SQLAlchemy finds
-    its compiled form by, cost more than SQLite takes to run it. Not with the attention
-    filter, whose ids change with the data."""
-    dialect = db.session.get_bind().dialect.name
-    if query.attention:
-        return build(dialect, query, *args)
-    return _kept_statement(build, dialect, query, *args)
+    its compiled form by, cost more than SQLite takes to run it."""
+    return _kept_statement(build, db.session.get_bind().dialect.name, query, *args)
 
 
 @functools.lru_cache(maxsize=256)
@@ -513,13 +547,12 @@ def _kept_statement(build: Callable[..., Select], dialect: str, query: Query, *a
 def _rows_statement(dialect: str, query: Query, with_trend: bool, limit: int | None, offset: int) -> Select:
     shape = _shape_for(dialect)
     order = _order(query, shape.columns)
-    stmt = _filter(shape.rows if with_trend else shape.rows_without_trend, query, shape.columns,
-                   shape.mine).order_by(*order)
+    stmt = _filter(shape.rows if with_trend else shape.rows_without_trend, query, shape).order_by(*order)
     if limit is not None:
         # A page: pick its ids first, from a statement that computes only what the filters
         # and the sort use (SQLite then drops the unused joins), so the per-service lookups
         # of the full row run for this page's rows, not for every service (10 -> 2 ms).
-        page_ids = (_filter(shape.ids, query, shape.columns, shape.mine).order_by(*order)
+        page_ids = (_filter(shape.ids, query, shape).order_by(*order)
                     .limit(limit).offset(offset))
         stmt = stmt.where(Service.id.in_(page_ids.scalar_subquery()))
     return stmt
@@ -542,7 +575,7 @@ def summary(query: Query, user_id: int | None) -> Summary:
     by_tier = dict.fromkeys((1, 2, 3), 0)
     teams: dict[int, list] = {}
     total = 0
-    for team_id, team_name, tier, verdict, n, scored, score_sum in db.session.execute(stmt, _viewer(user_id)):
+    for team_id, team_name, tier, verdict, n, scored, score_sum in db.session.execute(stmt, _params(query, user_id)):
         total += n
         by_verdict[verdict or NOT_ASSESSED] = by_verdict.get(verdict or NOT_ASSESSED, 0) + n
         by_tier[tier] = by_tier.get(tier, 0) + n
@@ -558,7 +591,7 @@ def summary(query: Query, user_id: int | None) -> Summary:
 
 def _tiles_statement(dialect: str, query: Query) -> Select:
     shape = _shape_for(dialect)
-    return _filter(shape.tiles_searching if query.q else shape.tiles, query, shape.columns, shape.mine)
+    return _filter(shape.tiles_searching if query.q else shape.tiles, query, shape)
 
 
 def score_trends(service_ids: list[int] | None, points: int = TREND_POINTS,
