@@ -525,7 +525,8 @@ def select_rows(query: Query, user_id: int | None, *, limit: int | None = None,
                 offset: int = 0, trend_points: int = TREND_POINTS,
                 with_attention: bool = False) -> list[DashboardRow]:
     """Rows matching `query`, sorted, in two queries (rows, then their trends); with how many
-    needs-attention items each has if asked (see `with_attention_items`)."""
+    needs-attention items each has if asked: one run of the rules over every live service
+    per transaction, shared with the attention filter (`attention.live_item_counts`)."""
     stmt = _statement(_rows_statement, query, bool(trend_points), limit, offset)
     counts = attention.live_item_counts() if with_attention else None
     rows = [_row(r, counts) for r in db.session.execute(stmt, _params(query, user_id))]
@@ -640,20 +641,11 @@ def dashboard(query: Query, user_id: int | None, per_page: int = PAGE_SIZE) -> P
     pages = max(1, math.ceil(tiles.total / per_page))
     if query.page > pages:
         query = replace(query, page=pages)
-    rows = select_rows(query, user_id, limit=per_page, offset=(query.page - 1) * per_page)
-    if query.attention:  # counted only when asked for; the filter has run the rules already
-        rows = with_attention_items(rows)
+    # Items counted only when asked for; the filter has run the rules already.
+    rows = select_rows(query, user_id, limit=per_page, offset=(query.page - 1) * per_page,
+                       with_attention=query.attention)
     teams, owners = filter_choices()
     return Page(query, rows, tiles, per_page, teams, owners)
-
-
-def with_attention_items(rows: list[DashboardRow]) -> list[DashboardRow]:
-    """The rows with how many needs-attention items each has: one run of the rules over every
-    live service per transaction, shared with the filter (`attention.live_item_counts`)."""
-    if not rows:
-        return rows
-    found = attention.live_item_counts()
-    return [replace(row, attention_items=found.get(row.service_id, 0)) for row in rows]
 
 
 def service_row(service_id: int, user_id: int | None = None,
