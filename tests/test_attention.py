@@ -131,6 +131,9 @@ def test_each_rule_flags_what_is_true(synced):
     assert found[unowned.id].problem == "No backup owner, no on-call rotation."
     assert "1 evidence link" in found[old_evidence.id].problem
     assert found[never.id].problem == "Never assessed."
+    # The newest assessment's date, looked up for the services the rule lists.
+    assert found[stale.id].problem == f"Last assessed {NOW - timedelta(days=100):%Y-%m-%d}, more than 90 days ago."
+    assert found[stale.id].since == NOW - timedelta(days=100)
 
 
 def listed_per_service() -> Counter:
