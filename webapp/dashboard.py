@@ -25,6 +25,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    cast,
     event,
     func,
     inspect,
@@ -37,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased, selectinload
 from sqlalchemy.orm.attributes import flag_modified, set_committed_value
+from sqlalchemy.types import NullType
 
 from webapp import attention
 from webapp.extensions import db
@@ -365,12 +367,25 @@ class _JsonIds(TypeDecorator):
         return json.dumps(value)
 
 
+class _ArrayText(TypeDecorator):
+    """A list of ids bound as the text of a PostgreSQL array, '{1,2,3}': psycopg took
+    0.45 ms of CPU to adapt a list of 600 ints, this 0.06 ms. Untyped, so the server reads
+    the text as the array once (cast from a VARCHAR, it was cast again for every row:
+    35 ms instead of 7 for the tiles)."""
+
+    impl = NullType
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return "{" + ",".join(str(int(id_)) for id_ in value) + "}"
+
+
 def _among_ids(dialect: str, name: str):
     """`Service.id IN <the ids bound as name>` as one parameter, whatever their number: an
     IN list of ~600 ids cost ~3 ms a statement to expand and render, and made the
     statement depend on the data, so it could not be kept."""
     if dialect == "postgresql":
-        return Service.id == any_(bindparam(name, type_=ARRAY(Integer)))
+        return Service.id == any_(cast(bindparam(name, type_=_ArrayText()), ARRAY(Integer)))
     if dialect == "sqlite":
         ids = func.json_each(bindparam(name, type_=_JsonIds())).table_valued("value")
         return Service.id.in_(select(ids.c.value))
