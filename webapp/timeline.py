@@ -3,7 +3,7 @@ by (answers, probes, owners, runbook, waivers, reviews, the service itself)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import DateTime, Select, or_, select, type_coerce
 
 from webapp.extensions import db
 from webapp.models import Assessment, AuditEvent, ChecklistVersion
@@ -140,8 +140,11 @@ def team_series(team_id: int, days: int = 180, now=None) -> list:
     now = now or utcnow()
     since = now - timedelta(days=days)
     services = select(Service.id).where(Service.team_id == team_id, Service.lifecycle != "retired")
+    # Only the day is read: the stored value as the driver gives it (UTCDateTime would
+    # wrap each of some 3,000 values in a row a second time for the same date).
+    at = type_coerce(ScoreSnapshot.at, DateTime(timezone=True))
     rows = db.session.execute(
-        select(ScoreSnapshot.service_id, ScoreSnapshot.at, ScoreSnapshot.score)
+        select(ScoreSnapshot.service_id, at, ScoreSnapshot.score)
         .where(ScoreSnapshot.service_id.in_(services), ScoreSnapshot.at >= since)
         .order_by(ScoreSnapshot.at, ScoreSnapshot.id)).all()
     if not rows:
