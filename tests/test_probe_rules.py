@@ -25,8 +25,10 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus_text
 
-from webapp.probes import rules
+from tests.probe_targets import _METRICS_BODY
+from webapp.probes import metrics_scan, rules
 from webapp.probes.fetch import (
     ERROR_CODES,
     AddressPolicy,
@@ -449,6 +451,50 @@ def test_metrics_failures(status, body, why):
     assert result.outcome == "fail" and why in result.explanation
     if body:
         assert "excerpt" in result.details
+
+
+def _parsed_families(text: str):
+    """What prometheus_client's Prometheus text parser makes of a page, in the scanner's
+    terms, or None where it refuses the page."""
+    try:
+        return [(family.name, family.type, tuple(sample.name for sample in family.samples))
+                for family in parse_prometheus_text(text)]
+    except Exception:  # noqa: BLE001 - it raises assorted errors on junk
+        return None
+
+
+METRICS_LINES = [
+    "# HELP http_requests_total requests", "# TYPE http_requests_total counter",
+    'http_requests_total{code="200"} 5', 'http_requests_total{code="500",path="/a b,}"} 1 1700000000000',
+    "http_requests_created 1.7e9", "# TYPE api_requests counter", "api_requests_total 3", "api_requests 3",
+    "# TYPE rpc_seconds summary", 'rpc_seconds{quantile="0.5"} 0.1', "rpc_seconds_count 4", "rpc_seconds_sum 0.4",
+    "# TYPE lat_seconds histogram", 'lat_seconds_bucket{le="+Inf"} 2', "lat_seconds_count 2", "lat_seconds_sum NaN",
+    "# TYPE up gauge", "up 1", "up{} 1", "# HELP up", "# HELP up the \"doc\" \\ here", "# a comment",
+    "#comment", "# TYPE  up gauge", "# TYPE up gauge extra", "# TYPE up bogus", "# TYPE up untyped",
+    "# TYPE _total counter", "_total 1", "# HELP", "# TYPE", '# "quoted" HELP', "up  1", "up\t1", "up 1_000",
+    "up 1 2 3", "up +Inf", "up -1e-3", "up 0x10", "up{a=\"1\",a=\"2\"} 1", 'up{__name__="x"} 1',
+    'up{__x="1"} 1', 'up{a="1",} 1', 'up{a="\\n"} 1', 'up{a="1"}1', "up # exemplar", "   ", "",
+    "process_open_fds 9", "process:cpu_seconds_total 2", "9up 1", "up{a-b=\"1\"} 1", "up\x0c1",
+]
+
+
+def test_metrics_scan_gives_the_parsers_families():
+    """The cheap scanner either gives exactly the parser's families or stands aside (None)
+    for the full parsers; it never accepts a page the parser refuses."""
+    import random
+
+    pages = [full_metrics().decode(), _METRICS_BODY.decode(), ""]
+    chooser = random.Random(17)
+    pages += ["\n".join(chooser.choices(METRICS_LINES, k=chooser.randint(1, 12))) for _ in range(3000)]
+    scanned_some = False
+    for page in pages:
+        scanned = metrics_scan.scan(page)
+        if scanned is not None:
+            scanned_some = True
+            assert [tuple(family) for family in scanned] == _parsed_families(page), page
+    assert scanned_some
+    assert metrics_scan.scan(full_metrics().decode()) is not None  # real pages take the cheap path
+    assert metrics_scan.scan(_METRICS_BODY.decode()) is not None
 
 
 def test_metrics_truncated_body_is_parsed_up_to_the_limit():

@@ -616,15 +616,22 @@ def score_trends(service_ids: list[int] | None, points: int = TREND_POINTS,
     first: one windowed query."""
     if service_ids is not None and not service_ids:
         return {}
+    stmt = _trends_statement(true() if service_ids is None else ScoreSnapshot.service_id.in_(service_ids), points)
+    return _trends((connection or db.session).execute(stmt))
+
+
+def _trends_statement(which, points):
     rank = func.row_number().over(partition_by=ScoreSnapshot.service_id,
                                   order_by=(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()))
     ranked = (select(ScoreSnapshot.service_id, ScoreSnapshot.score, ScoreSnapshot.at, ScoreSnapshot.id,
-                     rank.label("rank"))
-              .where(true() if service_ids is None else ScoreSnapshot.service_id.in_(service_ids)).subquery())
-    stmt = (select(ranked.c.service_id, ranked.c.score).where(ranked.c.rank <= points)
+                     rank.label("rank")).where(which).subquery())
+    return (select(ranked.c.service_id, ranked.c.score).where(ranked.c.rank <= points)
             .order_by(ranked.c.service_id, ranked.c.at, ranked.c.id))
+
+
+def _trends(rows) -> dict[int, list[float]]:
     trends: dict[int, list[float]] = defaultdict(list)
-    for service_id, score in (connection or db.session).execute(stmt):
+    for service_id, score in rows:
         trends[service_id].append(score)
     return dict(trends)
 
@@ -768,17 +775,33 @@ def _pointer_values(service_ids: Iterable[int] | None = None) -> Select:
     return stmt if service_ids is None else stmt.where(Service.id.in_(list(service_ids)))
 
 
+@functools.cache
+def _refresh_statements() -> tuple[Select, Select, Select]:
+    """refresh_read_model's three reads for a list of services, built once per process: it
+    runs after every flush that touches an assessment (a sweep's every answered service),
+    and building the statements each time was most of its cost."""
+    ids = bindparam("ids", expanding=True)
+    return (select(Service.id, Service.score_trend).where(Service.id.in_(ids)),
+            _trends_statement(ScoreSnapshot.service_id.in_(ids), TREND_POINTS),
+            _pointer_values().where(Service.id.in_(ids)))
+
+
 def refresh_read_model(session: Session | None = None, service_ids: Iterable[int] | None = None) -> int:
     """Recompute the pointers and trends of `service_ids` (every service if None); returns
     how many services changed. Runs on the session's connection, in its transaction."""
     session = session or db.session
     connection = session.connection()
     ids = None if service_ids is None else sorted(set(service_ids))
-    stored = {sid: tuple(trend or ()) for sid, trend in connection.execute(
-        select(Service.id, Service.score_trend).where(true() if ids is None else Service.id.in_(ids)))}
-    trends = score_trends(ids, TREND_POINTS, connection)
+    if ids is None:
+        reads = (select(Service.id, Service.score_trend), _trends_statement(true(), TREND_POINTS), _pointer_values())
+        params = {}
+    else:
+        reads, params = _refresh_statements(), {"ids": ids}
+    stored_read, trends_read, pointers_read = reads
+    stored = {sid: tuple(trend or ()) for sid, trend in connection.execute(stored_read, params)}
+    trends = _trends(connection.execute(trends_read, params))
     changed = []
-    for sid, old_w, old_s, w, s in connection.execute(_pointer_values(ids)):
+    for sid, old_w, old_s, w, s in connection.execute(pointers_read, params):
         trend = trends.get(sid, [])
         if (old_w, old_s, stored.get(sid, ())) != (w, s, tuple(trend)):
             changed.append({"sid": sid, "w": w, "s": s, "t": trend})

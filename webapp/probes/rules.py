@@ -23,6 +23,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 from yarl import URL
 
+from webapp.probes import metrics_scan
 from webapp.probes.fetch import Fetcher, FetchResult, TlsInfo
 
 OUTCOMES = ("pass", "warn", "fail", "error")
@@ -415,14 +416,23 @@ _RATE_NAME = re.compile(r"(^|_)requests?(_total)?$")
 _DURATION_HINT = re.compile(r"duration|latency")
 
 
-def _families(text: str, content_type: str) -> list[Any]:
+def _families(text: str, content_type: str) -> list[metrics_scan.Family]:
+    """Name, type and sample names of each family: scanned when the page is plain
+    Prometheus text (most are), else from the full parsers, Prometheus text first unless
+    the page says it is OpenMetrics."""
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    scanned = None if openmetrics else metrics_scan.scan(text)
+    if scanned is not None:
+        return scanned
     first, second = parse_prometheus, parse_openmetrics
-    if content_type.startswith("application/openmetrics-text"):
+    if openmetrics:
         first, second = second, first
     try:
-        return list(first(text))
+        parsed = list(first(text))
     except Exception:  # noqa: BLE001 - the parsers raise assorted errors on junk
-        return list(second(text))
+        parsed = list(second(text))
+    return [metrics_scan.Family(family.name, family.type, tuple(sample.name for sample in family.samples))
+            for family in parsed]
 
 
 def judge_metrics(url: str, fetched: FetchResult) -> CheckResult:
@@ -483,7 +493,7 @@ def judge_metrics(url: str, fetched: FetchResult) -> CheckResult:
     rate, duration, process = [], [], []
     for family in families:
         name = family.name
-        sample_names = {s.name for s in family.samples}
+        sample_names = set(family.sample_names)
         if name.startswith("process_"):
             process.append(name)
         if family.type in ("counter", "unknown", "untyped") and (

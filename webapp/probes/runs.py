@@ -8,6 +8,7 @@ snapshot when the score or verdict moves (`assessments.refresh_score`), the read
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -216,6 +217,28 @@ def _result_row(ref: RunRef, result: CheckResult, finished: datetime) -> dict:
             "explanation": result.explanation[:2000], "details": result.details}  # bounded by CheckResult
 
 
+_RESULT_COLUMNS = {"run_id": "INTEGER", "service_id": "INTEGER", "kind": "TEXT", "url": "TEXT",
+                   "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ", "outcome": "TEXT",
+                   "status_code": "INTEGER", "latency_ms": "FLOAT8", "error_code": "TEXT", "explanation": "TEXT",
+                   "details": "TEXT"}
+# One array per column: the statement's text is the same for every batch, so psycopg
+# converts it once and PostgreSQL prepares it. A multi-row VALUES of 1,200 parameters was
+# beyond psycopg's query cache, so every batch was converted again (~0.3 s of a sweep's CPU).
+# Rows go in in batch order (ORDER BY ordinality), so their serial ids ascend in that order.
+_INSERT_RESULTS_POSTGRESQL = text(
+    f"INSERT INTO probe_result ({', '.join(_RESULT_COLUMNS)}) "
+    f"SELECT {', '.join(c if c != 'details' else 'CAST(details AS JSON)' for c in _RESULT_COLUMNS)} "
+    f"FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _RESULT_COLUMNS.items())}) "
+    f"WITH ORDINALITY AS batch({', '.join(_RESULT_COLUMNS)}, n) ORDER BY n RETURNING id")
+
+
+def _insert_results_postgresql(rows: list[dict]) -> list[int]:
+    """Insert result rows on PostgreSQL; their ids in row order."""
+    columns = {column: [row[column] for row in rows] for column in _RESULT_COLUMNS}
+    columns["details"] = [json.dumps(details) for details in columns["details"]]
+    return sorted(db.session.execute(_INSERT_RESULTS_POSTGRESQL, columns).scalars())
+
+
 def store_results(batch: list[tuple[RunRef, CheckResult]]) -> None:
     """Store a batch of results and keep the read model's latest outcome per service and
     kind, in a fixed number of statements (executemany, no ORM objects): a sweep stores
@@ -227,10 +250,13 @@ def store_results(batch: list[tuple[RunRef, CheckResult]]) -> None:
     known = {(row.service_id, row.kind): row for row in db.session.execute(  # read before writing
         select(ServiceCheck.id, ServiceCheck.service_id, ServiceCheck.kind, ServiceCheck.outcome,
                ServiceCheck.changed_at).where(ServiceCheck.service_id.in_(service_ids)))}
-    table = ProbeResult.__table__
-    stored = db.session.execute(
-        table.insert().returning(table.c.id, sort_by_parameter_order=True),
-        [_result_row(ref, result, finished) for ref, result in batch]).scalars().all()
+    rows = [_result_row(ref, result, finished) for ref, result in batch]
+    if db.engine.dialect.name == "postgresql":
+        stored = _insert_results_postgresql(rows)
+    else:
+        table = ProbeResult.__table__
+        stored = db.session.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True),
+                                    rows).scalars().all()
     latest: dict[tuple[int, str], tuple[int, str]] = {}
     for result_id, (ref, result) in zip(stored, batch, strict=True):
         latest[(ref.service_id, result.kind)] = (result_id, result.outcome)  # in id order: newest wins
