@@ -223,6 +223,10 @@ class OwnershipChange(db.Model):
 
 
 class RunbookRevision(db.Model):
+    __table_args__ = (
+        # Each service's latest revision (needs attention's runbook rule) read from here in order.
+        Index("ix_runbook_revision_service_id_created_at", "service_id", "created_at", "id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
     body: Mapped[str] = mapped_column(Text)
