@@ -223,6 +223,10 @@ class OwnershipChange(db.Model):
 
 
 class RunbookRevision(db.Model):
+    __table_args__ = (
+        # Each service's latest revision (needs attention's runbook rule) read from here in order.
+        Index("ix_runbook_revision_service_id_created_at", "service_id", "created_at", "id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
     body: Mapped[str] = mapped_column(Text)
@@ -477,6 +481,8 @@ class ServiceCheck(db.Model):
     __table_args__ = (
         UniqueConstraint("service_id", "kind"),
         CheckConstraint(_in("outcome", PROBE_OUTCOMES), name="outcome"),
+        # Needs attention's failing probes: the few failing checks, not every check.
+        Index("ix_service_check_outcome_service_id", "outcome", "service_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), index=True)
