@@ -438,7 +438,7 @@ def test_pages_cost_the_same_queries_at_10_and_200_services_and_long_histories(c
     assert small == many_services == long_history
     assert small["dashboard"] <= 10 and small["dashboard sorted, filtered"] <= 10
     assert small["dashboard needing attention"] <= 10
-    assert small["team"] <= 15 and small["service"] <= 15
+    assert small["team"] <= 15 and small["service"] <= 10
 
 
 # The read model: rescore and demo data ---------------------------------------------------

@@ -112,20 +112,30 @@ def describe(event: AuditEvent, titles: dict[str, str] | None = None) -> str:
 def score_series(service_id: int, limit: int = 400) -> list:
     """The service's score over time, across assessments: one series per checklist (a legend
     appears when there is more than one), from the newest `limit` snapshots."""
+    return score_series_and_trend(service_id, limit)[0]
+
+
+def score_series_and_trend(service_id: int, limit: int = 400, trend_points: int = 0) -> tuple[list, list[float]]:
+    """`score_series`, and the scores of the newest `trend_points` (≤ `limit`) snapshots,
+    oldest first (the sparkline): one query, so the service page saves one."""
     from webapp.charts import Series
     from webapp.extensions import db
     from webapp.models import Assessment, ChecklistVersion, ScoreSnapshot
 
+    # Outer joins: a snapshot without an assessment counts in the trend, as in
+    # `dashboard.score_trends`, but belongs to no checklist's series.
     rows = db.session.execute(
         select(ScoreSnapshot.at, ScoreSnapshot.score, ChecklistVersion.title)
-        .join(Assessment, Assessment.id == ScoreSnapshot.assessment_id)
-        .join(ChecklistVersion, ChecklistVersion.id == Assessment.checklist_version_id)
+        .outerjoin(Assessment, Assessment.id == ScoreSnapshot.assessment_id)
+        .outerjoin(ChecklistVersion, ChecklistVersion.id == Assessment.checklist_version_id)
         .where(ScoreSnapshot.service_id == service_id)
         .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(limit)).all()
+    trend = [score for _at, score, _title in reversed(rows[:trend_points])]
     by_title: dict[str, list] = {}
     for at, score, title in reversed(rows):
-        by_title.setdefault(title, []).append((at, score))
-    return [Series(title, points) for title, points in by_title.items()]
+        if title is not None:
+            by_title.setdefault(title, []).append((at, score))
+    return [Series(title, points) for title, points in by_title.items()], trend
 
 
 def team_series(team_id: int, days: int = 180, now=None) -> list:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import func, select
+from sqlalchemy.orm import defer, joinedload
 
 from webapp import catalog, charts, dashboard, registry, timeline
 from webapp.extensions import db
@@ -14,6 +14,7 @@ from webapp.models import (
     Assessment,
     AuditEvent,
     OwnershipChange,
+    Report,
     ScoreSnapshot,
     Service,
     Team,
@@ -73,13 +74,13 @@ def create(team_id: int):
 def show(service_id: int):
     """A service: its facts, verdict and trend, assessments, and ownership history. Scores
     come from the read model, so the page costs the same queries however long the history."""
-    service = db.first_or_404(select(Service).where(Service.id == service_id).options(
-        joinedload(Service.team), joinedload(Service.owner), joinedload(Service.backup_owner)))
-    history = db.session.scalars(
-        select(Assessment).where(Assessment.service_id == service.id)
-        .options(joinedload(Assessment.checklist_version), joinedload(Assessment.created_by))
-        .order_by(Assessment.created_at.desc(), Assessment.id.desc())
-    ).all()
+    found = db.session.execute(
+        select(Service, _HEADLINED_CATEGORIES).where(Service.id == service_id)
+        .options(joinedload(Service.team), joinedload(Service.owner), joinedload(Service.backup_owner))).first()
+    if found is None:
+        abort(404)
+    service, categories = found
+    history, reports = _assessments_and_reports(service.id)
     ownership = db.session.scalars(
         select(OwnershipChange).where(OwnershipChange.service_id == service.id)
         .options(joinedload(OwnershipChange.from_user), joinedload(OwnershipChange.to_user),
@@ -87,27 +88,57 @@ def show(service_id: int):
         .order_by(OwnershipChange.changed_at.desc()).limit(20)
     ).all()
     row = dashboard.service_row(service.id, current_user.id, trend_points=0)
+    series, trend = timeline.score_series_and_trend(service.id, trend_points=SERVICE_TREND_POINTS)
     return render_template(
         "services/show.html", service=service, history=history, ownership=ownership, row=row,
-        trend=dashboard.score_trend(service, SERVICE_TREND_POINTS),
-        score_chart=charts.time_chart(timeline.score_series(service.id), title="Score over time, across assessments",
+        service_reports_read=reports, trend=trend,
+        score_chart=charts.time_chart(series, title="Score over time, across assessments",
                                       y_max=100, thresholds=charts.VERDICT_THRESHOLDS),
-        category_chart=_category_chart(row, history),
+        category_chart=_category_chart(row, history, categories),
         uptime_chart=charts.uptime_bar(history_of_probes.daily(service.id, "health", days=UPTIME_DAYS),
                                        title=f"Health checks, day by day over {UPTIME_DAYS} days"),
         can_edit=can_edit_services(current_user, service.team), confirm_form=ConfirmForm(),
     )
 
 
-def _category_chart(row: dashboard.DashboardRow | None, history: list[Assessment]):
+def _assessments_and_reports(service_id: int) -> tuple[list[Assessment], list[Report]]:
+    """Every assessment of the service, newest first, and its signed reports, newest first:
+    one query (an assessment has a report or two at most). A report's PDF and snapshot are
+    not read: the page lists reports and links to the download."""
+    history: dict[int, Assessment] = {}
+    reports: list[Report] = []
+    for assessment, report in db.session.execute(
+        select(Assessment, Report).outerjoin(Report, Report.assessment_id == Assessment.id)
+        .where(Assessment.service_id == service_id)
+        .options(joinedload(Assessment.checklist_version), joinedload(Assessment.created_by),
+                 defer(Report.pdf), defer(Report.snapshot))
+        .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+    ):
+        history.setdefault(assessment.id, assessment)
+        if report is not None:
+            reports.append(report)
+    reports.sort(key=lambda r: r.created_at, reverse=True)
+    return list(history.values()), reports
+
+
+# The latest snapshot's category scores of the assessment the page headlines (working, else
+# signed off: the pointers the dashboard row joins by), read with the service itself.
+_HEADLINED_CATEGORIES = (
+    select(ScoreSnapshot.categories)
+    .where(ScoreSnapshot.assessment_id == func.coalesce(Service.working_assessment_id,
+                                                        Service.signed_assessment_id))
+    .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(1)
+    .correlate(Service).scalar_subquery())
+
+
+def _category_chart(row: dashboard.DashboardRow | None, history: list[Assessment], categories: dict | None):
     """Category scores of the assessment the page headlines (working, else signed off), from
     its latest snapshot: stored, not recomputed."""
     shown = row and (row.working or row.signed_off)
     assessment = next((a for a in history if shown and a.id == shown.id), None)
     if assessment is None:
         return None
-    scores = db.session.scalar(select(ScoreSnapshot.categories).where(ScoreSnapshot.assessment_id == assessment.id)
-                               .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(1)) or {}
+    scores = categories or {}
     checklist = catalog.checklist_of(assessment.checklist_version)
     return charts.category_bars([(c.title, scores.get(c.key)) for c in checklist.categories],
                                 title="Score by category")
