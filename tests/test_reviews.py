@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from tests.factories import ServiceFactory, UserFactory
 from tests.signoff_helpers import Cast, answered_assessment
@@ -280,8 +280,22 @@ def test_approve_with_conditions_tracks_action_items_to_done(client, auth, cast)
     snapshot = json.loads(db.session.scalar(select(Report.snapshot)))
     assert snapshot["conditions"][0]["text"] == "Add a deep health check"
 
-    page = client.get(f"/services/{cast.service.id}").get_data(as_text=True)
+    service_id = cast.service.id
+    client.get(f"/services/{service_id}")  # first use of a checklist parses it; not counted
+    statements = []
+
+    def count(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        page = client.get(f"/services/{service_id}").get_data(as_text=True)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
     assert "Add a deep health check" in page and "Overdue" not in page
+    assert "Download PDF" in page  # the signed report, read with the assessments
+    # A condition's owner and signer come with it: no query per condition (issue 10).
+    assert len(statements) <= 10, statements
     db.session.get(Condition, condition.id).due_on = date.today() - timedelta(days=1)
     db.session.commit()
     page = client.get(f"/services/{cast.service.id}").get_data(as_text=True)

@@ -28,6 +28,12 @@ def can_edit_services(user: User, team: Team) -> bool:
     return user.is_authenticated and (user.is_admin or role_in(user, team) in EDITOR_ROLES)
 
 
+def can_edit_services_as(user: User, role: str | None) -> bool:
+    """`can_edit_services`, given the user's role in the team already read (the service
+    page reads it with the service)."""
+    return user.is_authenticated and (user.is_admin or role in EDITOR_ROLES)
+
+
 def can_manage_team(user: User, team: Team) -> bool:
     return user.is_authenticated and (user.is_admin or role_in(user, team) == "maintainer")
 

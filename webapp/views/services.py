@@ -13,6 +13,7 @@ from webapp.forms import ConfirmForm, ServiceForm
 from webapp.models import (
     Assessment,
     AuditEvent,
+    Membership,
     OwnershipChange,
     Report,
     ScoreSnapshot,
@@ -20,7 +21,7 @@ from webapp.models import (
     Team,
     User,
 )
-from webapp.permissions import can_edit_services, require
+from webapp.permissions import can_edit_services, can_edit_services_as, require
 from webapp.probes import history as history_of_probes
 
 bp = Blueprint("services", __name__)
@@ -74,12 +75,15 @@ def create(team_id: int):
 def show(service_id: int):
     """A service: its facts, verdict and trend, assessments, and ownership history. Scores
     come from the read model, so the page costs the same queries however long the history."""
+    viewer_role = (select(Membership.role).where(Membership.team_id == Service.team_id,
+                                                 Membership.user_id == current_user.id)
+                   .correlate(Service).scalar_subquery())
     found = db.session.execute(
-        select(Service, _HEADLINED_CATEGORIES).where(Service.id == service_id)
+        select(Service, _HEADLINED_CATEGORIES, viewer_role).where(Service.id == service_id)
         .options(joinedload(Service.team), joinedload(Service.owner), joinedload(Service.backup_owner))).first()
     if found is None:
         abort(404)
-    service, categories = found
+    service, categories, role = found
     history, reports = _assessments_and_reports(service.id)
     ownership = db.session.scalars(
         select(OwnershipChange).where(OwnershipChange.service_id == service.id)
@@ -97,7 +101,7 @@ def show(service_id: int):
         category_chart=_category_chart(row, history, categories),
         uptime_chart=charts.uptime_bar(history_of_probes.daily(service.id, "health", days=UPTIME_DAYS),
                                        title=f"Health checks, day by day over {UPTIME_DAYS} days"),
-        can_edit=can_edit_services(current_user, service.team), confirm_form=ConfirmForm(),
+        can_edit=can_edit_services_as(current_user, role), confirm_form=ConfirmForm(),
     )
 
 
