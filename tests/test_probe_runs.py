@@ -118,6 +118,31 @@ def test_hanging_targets_do_not_delay_healthy_ones(targets, world):
         assert (result.outcome, result.error_code) == ("error", "timeout")
 
 
+def test_a_sweep_collects_garbage_less_often_and_restores_the_collector_after(monkeypatch, targets, world):
+    """While sweeping the young-generation threshold is raised (collections took a sixth of
+    the CPU); afterwards, even when sweeps overlap, the process's own setting is back."""
+    import gc
+
+    from webapp.probes import tasks
+    from webapp.probes.fetch import Fetcher
+
+    _, first, _ = world
+    service = ServiceFactory(team=first.team, health_url=targets.url("/health"), base_url=None)
+    db.session.commit()
+    before, seen, fetch = gc.get_threshold(), [], Fetcher.fetch
+
+    async def recording(self, url, **kwargs):
+        seen.append(gc.get_threshold())
+        return await fetch(self, url, **kwargs)
+
+    monkeypatch.setattr(Fetcher, "fetch", recording)
+    with tasks._fewer_collections():  # an overlapping sweep in another thread
+        probe_services([service], "schedule")
+        assert gc.get_threshold()[0] == tasks.SWEEP_GC_THRESHOLD
+    assert seen and all(t[0] == tasks.SWEEP_GC_THRESHOLD for t in seen)
+    assert gc.get_threshold() == before
+
+
 def test_a_sweep_asks_for_every_health_url_before_anything_else(monkeypatch, targets, world):
     """Health URLs are the ones that hang: their first requests go out first, so a hanging
     one starts its deadline at the start of the sweep, not behind the other requests."""
