@@ -70,6 +70,10 @@ def _verdict_link(assessment_id: int, verdict: str, patterns: dict | None) -> st
             f'{short_verdict_chip(verdict)}</a>')
 
 
+def _verdict_with_note(assessment_id: int, verdict: str, note: str, patterns: dict | None) -> str:
+    return f'{_verdict_link(assessment_id, verdict, patterns)}\n      <span class="state-note">{note}</span>'
+
+
 def _verdict_td(css: str, inner: str) -> Markup:
     """A verdict-and-note cell; the whitespace matches what the Jinja macro made."""
     return Markup(f'<td class="{css}">\n    \n      {inner}\n    \n  </td>')
@@ -79,10 +83,9 @@ def working_cell(row: DashboardRow, patterns: dict | None = None) -> Markup:
     """The verdict the service stands at: the open assessment's, else the last signed-off one."""
     if row.working:
         state = "in review" if row.working.state == "in_review" else "draft"
-        inner = f'{_verdict_link(row.working.id, row.working.verdict, patterns)}\n      <span class="state-note">{state}</span>'
+        inner = _verdict_with_note(row.working.id, row.working.verdict, state, patterns)
     elif row.signed_off:
-        inner = (f'{_verdict_link(row.signed_off.id, row.signed_off.verdict, patterns)}\n'
-                 f'      <span class="state-note">signed off</span>')
+        inner = _verdict_with_note(row.signed_off.id, row.signed_off.verdict, "signed off", patterns)
     else:
         inner = '<span class="chip chip-neutral"><span aria-hidden="true">○</span> Not assessed</span>'
     return _verdict_td("verdict-cell", inner)
@@ -90,8 +93,8 @@ def working_cell(row: DashboardRow, patterns: dict | None = None) -> Markup:
 
 def signed_cell(row: DashboardRow, patterns: dict | None = None) -> Markup:
     if row.signed_off:
-        inner = (f'{_verdict_link(row.signed_off.id, row.signed_off.verdict, patterns)}\n      <span class="state-note">'
-                 f'{format_datetime(row.signed_off.decided_at, "%Y-%m-%d")}</span>')
+        inner = _verdict_with_note(row.signed_off.id, row.signed_off.verdict,
+                                   format_datetime(row.signed_off.decided_at, "%Y-%m-%d"), patterns)
     else:
         inner = '<span class="muted">never</span>'
     return _verdict_td("signed-cell", inner)
@@ -243,7 +246,5 @@ def filter_options(choices: list[tuple[int, str]], selected: int | None) -> Mark
 
 
 TEMPLATE_GLOBALS = {"short_verdict": short_verdict_chip, "sparkline_svg": charts.sparkline,
-                    "dashboard_row": dashboard_row, "dashboard_rows": dashboard_rows, "team_rows": team_rows, "working_cell": working_cell, "signed_cell": signed_cell,
-                    "probe_cell": probe_cell, "owner_cell": owner_cell, "lifecycle_badge": lifecycle_badge,
-                    "row_url": row_url, "sort_header": sort_header, "team_bars": team_bars,
-                    "filter_options": filter_options}
+                    "dashboard_rows": dashboard_rows, "team_rows": team_rows, "sort_header": sort_header,
+                    "team_bars": team_bars, "filter_options": filter_options}
