@@ -1,6 +1,6 @@
 """Browser test support: a live server over the test app, and a Chromium page on it
 (Debian's Chromium through playwright; never `playwright install`). Registered as a plugin
-in conftest.py, so every browser test module gets the `live_server` and `page` fixtures."""
+in conftest.py, so every browser test module gets the `live_server`, `chromium` and `page` fixtures."""
 
 from __future__ import annotations
 
@@ -36,19 +36,25 @@ def live_server(app):
 
 
 @pytest.fixture
-def page(live_server):
+def chromium():
+    """Debian's Chromium, launched through playwright; skipped (failed in CI) without it."""
     need("browser", os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.base = live_server
-        yield page
-        assert not [e for e in errors if "Content Security Policy" in e], errors
-        context.close()
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(chromium, live_server):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.base = live_server
+    yield page
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    context.close()

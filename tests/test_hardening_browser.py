@@ -3,13 +3,9 @@ person typed, says "your session expired, sign in again", and works after signin
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from sqlalchemy import select
 
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import need
 from tests.factories import PASSWORD, MembershipFactory, ServiceFactory
 from webapp import assessments, catalog
 from webapp.extensions import db
@@ -20,17 +16,11 @@ TYPED = "Logs are JSON, shipped by vector to Loki; retention 30 days. Typed over
 
 
 @pytest.fixture
-def browser_context(live_server):
-    need("browser", os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        context.set_default_timeout(10_000)
-        yield context, live_server
-        context.close()
-        browser.close()
+def browser_context(chromium, live_server):
+    context = chromium.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(10_000)
+    yield context, live_server
+    context.close()
 
 
 @pytest.mark.browser
