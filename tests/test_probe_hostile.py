@@ -378,6 +378,39 @@ def test_requests_past_the_limit_wait_their_turn_and_their_deadline_starts_then(
     assert time.monotonic() - started >= 0.5  # it did wait for the hanging one
 
 
+def test_turns_go_in_the_order_asked_and_a_cancelled_waiter_gives_its_turn_on():
+    """The fetcher's gate: first come, first served; a waiter cancelled before or just after
+    it was handed its turn never keeps one (or the sweep would slowly lose all its slots)."""
+    from webapp.probes.fetch import _Turns
+
+    async def scenario():
+        turns, order = _Turns(2), []
+
+        async def hold(name, release):
+            async with turns:
+                order.append(name)
+                await release.wait()
+
+        release = asyncio.Event()
+        holders = [asyncio.create_task(hold(n, release)) for n in ("a", "b")]
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(hold(n, release)) for n in ("c", "d", "e", "f")]
+        await asyncio.sleep(0)
+        waiting[0].cancel()  # "c" is cancelled while it waits
+        await asyncio.sleep(0)
+        release.set()  # "a" and "b" leave: their turns go to "d" and "e"
+        await asyncio.sleep(0)
+        waiting[1].cancel()  # "d" was handed a turn but had not run yet: it passes it on
+        results = await asyncio.wait_for(asyncio.gather(*holders, *waiting, return_exceptions=True), 5)
+        return order, results, turns
+
+    order, results, turns = asyncio.run(scenario())
+    assert order == ["a", "b", "e", "f"]
+    assert [type(r).__name__ for r in results] == ["NoneType", "NoneType", "CancelledError", "CancelledError",
+                                                   "NoneType", "NoneType"]
+    assert turns._free == 2 and not turns._waiters  # every turn came back
+
+
 def test_hanging_targets_do_not_delay_a_healthy_one(targets):
     from webapp.probes.rules import run_checks
 

@@ -507,23 +507,26 @@ def test_a_conflicting_save_costs_the_sweep_one_retry_of_one_service(targets, wo
 
 
 def test_a_run_whose_answers_keep_conflicting_says_so_and_others_are_unaffected(monkeypatch, targets, world):
-    _, service, _ = world
+    user, service, _ = world
     other = ServiceFactory(team=service.team, health_url=targets.url("/health"), base_url=None)
+    others_draft = assessments.start_assessment(other, catalog.latest_version("production-readiness"), user)
     db.session.commit()
-    real = runs.apply_to_assessments
+    real = runs.apply_to_services
 
-    def conflicted(target):
-        if target.id == service.id:
+    def conflicted(service_ids):
+        if service.id in service_ids:  # the batch, then the service alone: conflicts every time
             raise StaleDataError("someone else saved")
-        return real(target)
+        return real(service_ids)
 
-    monkeypatch.setattr(runs, "apply_to_assessments", conflicted)
+    monkeypatch.setattr(runs, "apply_to_services", conflicted)
     probe_services([service, other], "schedule")
     db.session.expire_all()
     by_service = {run.service_id: run for run in db.session.scalars(select(ProbeRun))}
     assert by_service[service.id].finished_at is not None
     assert by_service[service.id].error == "answers not updated: conflict (StaleDataError)"
     assert (by_service[other.id].finished_at is not None, by_service[other.id].error) == (True, None)
+    # Both drafts' answers were one batch; the conflict cost only the service that had it.
+    assert assessments.answer_for(others_draft, HEALTH_ITEM).status == "met"
 
 
 def test_runs_left_by_a_dead_worker_are_closed(world):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import audit, catalog, scoring
@@ -488,21 +488,41 @@ def upgrade(assessment: Assessment, version: ChecklistVersion, actor: User):
 def refresh_score(assessment: Assessment, now: datetime | None = None) -> ScoreSnapshot | None:
     """Bring the assessment's stored score, verdict and counts up to date (the read model), and
     write a ScoreSnapshot only when the score, the verdict or a category score moved."""
+    last = db.session.scalar(select(ScoreSnapshot).where(ScoreSnapshot.assessment_id == assessment.id)
+                             .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(1))
+    snapshot = _rescore(assessment, last, now)
+    db.session.flush()
+    return snapshot
+
+
+def refresh_scores(rescored: list[Assessment], now: datetime | None = None) -> int:
+    """`refresh_score` for several assessments in two statements and one flush, whatever their
+    number (a probe sweep rescoring many services at once); returns how many snapshots it wrote."""
+    if not rescored:
+        return 0
+    newest = func.row_number().over(partition_by=ScoreSnapshot.assessment_id,
+                                    order_by=(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()))
+    ranked = (select(ScoreSnapshot.id, newest.label("rank"))
+              .where(ScoreSnapshot.assessment_id.in_([a.id for a in rescored])).subquery())
+    last = {snapshot.assessment_id: snapshot for snapshot in db.session.scalars(
+        select(ScoreSnapshot).join(ranked, ranked.c.id == ScoreSnapshot.id).where(ranked.c.rank == 1))}
+    written = sum(_rescore(assessment, last.get(assessment.id), now) is not None for assessment in rescored)
+    db.session.flush()
+    return written
+
+
+def _rescore(assessment: Assessment, last: ScoreSnapshot | None, now: datetime | None) -> ScoreSnapshot | None:
     card = scorecard(assessment, now)
     categories = {k: c.score for k, c in card.categories.items()}
     assessment.score, assessment.verdict = card.score, card.verdict
     assessment.answered_pct = card.percent_answered
     assessment.unanswered_count, assessment.blocker_count = len(card.unanswered), len(card.blockers)
     assessment.scored_at = now or utcnow()
-    last = db.session.scalar(select(ScoreSnapshot).where(ScoreSnapshot.assessment_id == assessment.id)
-                             .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(1))
     if last is not None and (last.score, last.verdict, last.categories) == (card.score, card.verdict, categories):
-        db.session.flush()
         return None
     snapshot = ScoreSnapshot(service_id=assessment.service_id, assessment_id=assessment.id,
                              score=card.score, verdict=card.verdict, categories=categories)
     db.session.add(snapshot)
-    db.session.flush()
     return snapshot
 
 

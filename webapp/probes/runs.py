@@ -18,6 +18,7 @@ from typing import NamedTuple
 from flask import current_app
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import selectinload
 
 from webapp import assessments, db_deadlines, runbooks
@@ -55,9 +56,16 @@ def make_fetcher() -> Fetcher:
                    max_connections=config["PROBE_CONCURRENCY"])
 
 
-def network_targets(service: Service) -> list[tuple[str, str]]:
+# What the sweep reads of a service to know what to fetch (`network_targets` takes a Service
+# or a row of these): columns, not ORM objects, for the thousand services of a sweep.
+TARGET_COLUMNS = (Service.health_url, Service.readiness_url, Service.deep_health_url, Service.metrics_url,
+                  Service.base_url, Service.runbook_url)
+
+
+def network_targets(service) -> list[tuple[str, str]]:
     """(kind, url) pairs to fetch for a service, from the URLs its team registered."""
-    targets = list(service.probe_urls.items())
+    targets = [(kind, url) for kind in ("health", "readiness", "deep_health", "metrics")
+               if (url := getattr(service, f"{kind}_url"))]
     if service.base_url:
         targets.append(("https", service.base_url))
         targets.append(("security_headers", service.base_url))
@@ -72,7 +80,7 @@ def network_targets(service: Service) -> list[tuple[str, str]]:
     return targets
 
 
-def check_options(service: Service, kind: str) -> dict:
+def check_options(service, kind: str) -> dict:
     """Extra arguments a check needs: deep health must differ from the shallow health URL."""
     if kind == "deep_health" and service.health_url:
         return {"shallow_url": service.health_url}
@@ -120,6 +128,13 @@ def record_checks_many(service_ids: Iterable[int]) -> dict[int, list[CheckResult
             for service in services}
 
 
+def runs_to_probe(run_ids: list[int]) -> list[tuple[RunRef, Row]]:
+    """The unfinished runs among these, each with its service's `TARGET_COLUMNS`."""
+    return [(RunRef(row.id, row.service_id), row) for row in db.session.execute(
+        select(ProbeRun.id, ProbeRun.service_id, *TARGET_COLUMNS).join(Service, Service.id == ProbeRun.service_id)
+        .where(ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None)).order_by(ProbeRun.id))]
+
+
 def services_with_drafts(service_ids: Iterable[int]) -> set[int]:
     """Which of these services have a draft assessment (the only kind probes answer)."""
     return set(db.session.scalars(select(Assessment.service_id).distinct().where(
@@ -131,7 +146,7 @@ def finish_runs(run_ids: list[int]) -> list[tuple[int, int]]:
     record checks stored, the read model updated, the runs finished (runs already closed
     meanwhile are left alone). Returns (service id, run id) of those whose service has a
     draft assessment, whose probe-backed answers the caller updates with
-    `apply_to_assessments`, a service per transaction. Flush only."""
+    `apply_to_services`. Flush only."""
     refs = [RunRef(*row) for row in db.session.execute(  # reads first: the write transaction starts below
         select(ProbeRun.id, ProbeRun.service_id).where(ProbeRun.id.in_(run_ids), ProbeRun.finished_at.is_(None))
         .order_by(ProbeRun.id))]
@@ -220,23 +235,26 @@ def _result_row(ref: RunRef, result: CheckResult, finished: datetime) -> dict:
 _RESULT_COLUMNS = {"run_id": "INTEGER", "service_id": "INTEGER", "kind": "TEXT", "url": "TEXT",
                    "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ", "outcome": "TEXT",
                    "status_code": "INTEGER", "latency_ms": "FLOAT8", "error_code": "TEXT", "explanation": "TEXT",
-                   "details": "TEXT"}
-# One array per column: the statement's text is the same for every batch, so psycopg
-# converts it once and PostgreSQL prepares it. A multi-row VALUES of 1,200 parameters was
-# beyond psycopg's query cache, so every batch was converted again (~0.3 s of a sweep's CPU).
-# Rows go in in batch order (ORDER BY ordinality), so their serial ids ascend in that order.
+                   "details": "JSON", "n": "INTEGER"}
+# The batch travels as one JSON document that PostgreSQL unpacks (json_to_recordset): the
+# statement's text is the same for every batch, so psycopg converts it once and PostgreSQL
+# prepares it, and the rows are serialised by the json module's C encoder. (A multi-row VALUES
+# of 1,200 parameters was beyond psycopg's query cache; one array per column cost psycopg
+# ~0.3 s of a sweep's CPU converting its 72,000 elements one by one.) Rows go in in batch
+# order (ORDER BY n), so their serial ids ascend in that order.
 _INSERT_RESULTS_POSTGRESQL = text(
-    f"INSERT INTO probe_result ({', '.join(_RESULT_COLUMNS)}) "
-    f"SELECT {', '.join(c if c != 'details' else 'CAST(details AS JSON)' for c in _RESULT_COLUMNS)} "
-    f"FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _RESULT_COLUMNS.items())}) "
-    f"WITH ORDINALITY AS batch({', '.join(_RESULT_COLUMNS)}, n) ORDER BY n RETURNING id")
+    f"INSERT INTO probe_result ({', '.join(c for c in _RESULT_COLUMNS if c != 'n')}) "
+    f"SELECT {', '.join(c for c in _RESULT_COLUMNS if c != 'n')} "
+    f"FROM json_to_recordset(CAST(:rows AS JSON)) "
+    f"AS batch({', '.join(f'{c} {t}' for c, t in _RESULT_COLUMNS.items())}) ORDER BY n RETURNING id")
 
 
 def _insert_results_postgresql(rows: list[dict]) -> list[int]:
     """Insert result rows on PostgreSQL; their ids in row order."""
-    columns = {column: [row[column] for row in rows] for column in _RESULT_COLUMNS}
-    columns["details"] = [json.dumps(details) for details in columns["details"]]
-    return sorted(db.session.execute(_INSERT_RESULTS_POSTGRESQL, columns).scalars())
+    document = json.dumps([{**row, "started_at": row["started_at"].isoformat(),
+                            "finished_at": row["finished_at"].isoformat(), "n": n}
+                           for n, row in enumerate(rows)])
+    return sorted(db.session.execute(_INSERT_RESULTS_POSTGRESQL, {"rows": document}).scalars())
 
 
 def store_results(batch: list[tuple[RunRef, CheckResult]]) -> None:
@@ -350,39 +368,47 @@ def latest_results(service: Service) -> dict[str, ProbeResult]:
 
 
 def apply_to_assessments(service: Service) -> int:
-    """Answer probe-backed items of the service's draft assessments from the latest result of
-    each kind (the read model). From `in_review` on, answers are frozen: results are still
-    recorded, and shown beside the answer, but do not change it. Writes only what changed and
-    rescores only assessments that changed; returns how many did."""
-    latest = {check.kind: check for check in db.session.scalars(
-        select(ServiceCheck).where(ServiceCheck.service_id == service.id))}
+    """`apply_to_services` for one service."""
+    return apply_to_services([service.id])
+
+
+def apply_to_services(service_ids: Iterable[int]) -> int:
+    """Answer probe-backed items of the services' draft assessments from the latest result of
+    each kind (the read model), in a fixed number of statements whatever the number of
+    services. From `in_review` on, answers are frozen: results are still recorded, and shown
+    beside the answer, but do not change it. Writes only what changed and rescores only
+    assessments that changed; returns how many did. Flush only."""
+    latest: dict[int, dict[str, ServiceCheck]] = {}
+    for check in db.session.scalars(select(ServiceCheck).where(ServiceCheck.service_id.in_(sorted(set(service_ids))))):
+        latest.setdefault(check.service_id, {})[check.kind] = check
     if not latest:
         return 0
-    changed = 0
-    # Answers and their waivers come with the drafts (scoring reads both): lazy loads cost
-    # a query per answer, most of a sweep's bookkeeping.
-    drafts = db.session.scalars(select(Assessment).where(Assessment.service_id == service.id,
+    # Everything scoring reads comes with the drafts: lazy loads cost a query per answer.
+    drafts = db.session.scalars(select(Assessment).where(Assessment.service_id.in_(sorted(latest)),
                                                          Assessment.state == "draft")
-                                .options(selectinload(Assessment.answers).selectinload(Answer.waivers))).all()
-    for assessment in drafts:
-        touched = False
-        # Reads first, one flush at the end: on SQLite the write lock is taken at the first
-        # write and held to the commit, so flushing per answer held it across every read.
-        with db.session.no_autoflush:
+                                .order_by(Assessment.id)
+                                .options(selectinload(Assessment.answers).selectinload(Answer.waivers),
+                                         selectinload(Assessment.service),
+                                         selectinload(Assessment.checklist_version))).all()
+    touched = []
+    # Reads first, one flush at the end: on SQLite the write lock is taken at the first write
+    # and held to the commit, so flushing per answer held it across every read; and each
+    # flush refreshes the dashboard's read model for its services (several queries).
+    with db.session.no_autoflush:
+        for assessment in drafts:
+            checks = latest[assessment.service_id]
+            changed = False
             for item in assessments.checklist_for(assessment).items:
-                check = latest.get(item.probe) if item.probe else None
-                if check is None or check.result_id is None or not item.applies_to(service.tier):
+                check = checks.get(item.probe) if item.probe else None
+                if check is None or check.result_id is None or not item.applies_to(assessment.service.tier):
                     continue
                 answer = assessments.record_probe_answer(assessment, item.key, ANSWER_FOR_OUTCOME[check.outcome],
                                                          check.result_id, flush=False)
-                touched = touched or answer is not None
-        if touched:
-            # One flush at its end, not a second one before: each flush refreshes the
-            # dashboard's read model for the service (several queries).
-            with db.session.no_autoflush:
-                assessments.refresh_score(assessment)
-            changed += 1
-    return changed
+                changed = changed or answer is not None
+            if changed:
+                touched.append(assessment)
+        assessments.refresh_scores(touched)
+    return len(touched)
 
 
 def uptime(service: Service, kind: str, since: datetime) -> tuple[float | None, int]:
