@@ -2,16 +2,18 @@
 people saving answers at the same time.
 
     .venv/bin/python bench/app_sweep.py [--services 1000] [--hanging 100] [--deadline 2]
-        [--concurrency N] [--postgres URL]
+        [--concurrency N] [--sweeps 2] [--postgres URL]
 
 Unlike probe_sweep.py (the fetcher and checks alone), this goes through
-`webapp.probes.tasks.probe_services`: runs created, results committed in batches while
-the sweep runs, probe-backed answers updated. `--hanging` services have a health URL that
+`webapp.probes.tasks.probe_service_ids`, what the scheduled sweep calls: runs created,
+results committed in batches while the sweep runs, probe-backed answers updated. `--hanging` services have a health URL that
 never answers. Uses a scratch SQLite database, or the PostgreSQL database given with
 `--postgres` (it creates and drops the tables there: use a throwaway database). Targets are
 the test suite's local servers on 127.0.0.1. Prints numbers; asserts nothing:
 
-- wall time of the sweep, and the floor the concurrency limit sets:
+- wall time of each of `--sweeps` sweeps in a row (2: the first knows nothing of the targets,
+  the second knows the first's outcomes, as every scheduled sweep after the first does, and
+  asks failing health URLs first), and the floor the concurrency limit sets:
   ceil(hanging requests / PROBE_CONCURRENCY) × deadline (a hanging health URL costs one
   hanging request: health, correlation id and the first latency sample share it);
 - the longest write transaction: from the moment its first INSERT/UPDATE/DELETE returned
@@ -130,6 +132,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=None, help="PROBE_CONCURRENCY (default: the app's)")
     parser.add_argument("--assessments", type=int, default=50, help="services with a draft assessment")
+    parser.add_argument("--sweeps", type=int, default=2, help="sweeps in a row (the second knows the first's outcomes)")
     parser.add_argument("--postgres", metavar="URL", help="a throwaway PostgreSQL database instead of SQLite")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the sweep's CPU time (all threads' time, this thread's calls) to FILE")
     parser.add_argument("--serve-targets", action="store_true", help=argparse.SUPPRESS)
@@ -145,7 +148,7 @@ def main() -> None:
     from webapp import accounts, assessments, catalog, create_app, registry
     from webapp.extensions import db
     from webapp.models import ProbeResult, ProbeRun, Service
-    from webapp.probes.tasks import probe_services
+    from webapp.probes.tasks import probe_service_ids
     from webapp.probes.worker import raise_open_files_limit
 
     url = args.postgres or f"sqlite:///{scratch}/bench.sqlite3"
@@ -185,23 +188,28 @@ def main() -> None:
         ready, stop, report = spawn.Event(), spawn.Event(), spawn.Queue()
         writer = spawn.Process(target=person_saving, args=(url, draft_ids, user_id, ready, stop, report))
         with app.app_context():
-            due = db.session.scalars(select(Service).order_by(Service.id)).all()
+            due = db.session.scalars(select(Service.id).order_by(Service.id)).all()
             writer.start()
             ready.wait(timeout=120)
             profiler = cProfile.Profile(time.process_time) if args.profile else None
-            started, started_cpu = time.monotonic(), time.process_time()
+            sweeps = []
+            for _sweep in range(args.sweeps):
+                timer.longest, timer.count, timer.what = 0.0, 0, ""
+                started, started_cpu = time.monotonic(), time.process_time()
+                if profiler:
+                    profiler.enable()
+                probe_service_ids(due, "schedule")
+                if profiler:
+                    profiler.disable()
+                sweeps.append((time.monotonic() - started, time.process_time() - started_cpu,
+                               os.getloadavg()[0], timer.longest, timer.what, timer.count))
             if profiler:
-                profiler.enable()
-            probe_services(due, "schedule")
-            if profiler:
-                profiler.disable()
                 profiler.dump_stats(args.profile)
-            wall, cpu = time.monotonic() - started, time.process_time() - started_cpu
             stop.set()
             saves = report.get(timeout=60)
             writer.join()
             writer_cpu = _children_cpu()
-            stored = db.session.scalar(select(func.count(ProbeResult.id)))
+            stored = db.session.scalar(select(func.count(ProbeResult.id))) // args.sweeps
             outcomes = db.session.execute(select(ProbeResult.kind, ProbeResult.outcome, ProbeResult.error_code,
                                                  func.count()).group_by(ProbeResult.kind, ProbeResult.outcome,
                                                                         ProbeResult.error_code)).all()
@@ -215,15 +223,16 @@ def main() -> None:
     hanging_requests = hanging_services  # health, correlation id and latency share the first request
     floor = math.ceil(hanging_requests / concurrency) * args.deadline
     print(f"app sweep on {url.split(':')[0]}: {args.services} services ({hanging_services} hanging), "
-          f"{stored} results, {unfinished} runs unfinished")
-    print("  results: " + ", ".join(f"{kind} {outcome}{'/' + code if code else ''} {n}"
+          f"{stored} results a sweep, {unfinished} runs unfinished")
+    print(f"  results over {args.sweeps} sweeps: " + ", ".join(f"{kind} {outcome}{'/' + code if code else ''} {n}"
                                     for kind, outcome, code, n in sorted(outcomes)))
-    print(f"  wall {wall:.2f} s (CPU {cpu:.2f} s in the sweep's process; load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}); floor ceil({hanging_requests} hanging requests / PROBE_CONCURRENCY {concurrency})"
-          f" x {args.deadline} s deadline = {floor} s; over the floor by {wall - floor:+.2f} s")
+    for n, (wall, cpu, load, longest, what, count) in enumerate(sweeps, 1):
+        known = "nothing known yet" if n == 1 else "last outcomes known: failing health URLs go first"
+        print(f"  sweep {n} ({known}): wall {wall:.2f} s (CPU {cpu:.2f} s in the sweep's process; load average "
+              f"{load:.1f}); floor ceil({hanging_requests} hanging requests / PROBE_CONCURRENCY {concurrency})"
+              f" x {args.deadline} s deadline = {floor} s; over the floor by {wall - floor:+.2f} s")
+        print(f"    longest write transaction {longest * 1000:.0f} ms ({what} ...) over {count} write transactions")
     print(f"  CPU of the target server process {targets_cpu:.1f} s (it stands in for 1,000 machines)")
-    print(f"  longest write transaction {timer.longest * 1000:.0f} ms ({timer.what} ...) "
-          f"over {timer.count} write transactions")
     print(f"  concurrent saves: {saves['ok']} ok, {saves['failed']} failed, slowest {saves['slowest'] * 1000:.0f} ms"
           + (f"; errors: {sorted(saves['errors'])}" if saves["errors"] else ""))
     print(f"  peak RSS {peak:.0f} MB")

@@ -164,6 +164,29 @@ def test_a_sweep_asks_for_every_health_url_before_anything_else(monkeypatch, tar
         "health?s=0", "health?s=1", "health?s=2", "metrics?s=0", "metrics?s=1", "metrics?s=2"]
 
 
+def test_health_urls_that_failed_last_time_are_asked_first(monkeypatch, targets, world):
+    """A health URL that hung last sweep probably hangs again: the next sweep asks it before
+    the others, so its deadline starts first. Other URLs keep their order."""
+    from webapp.probes.fetch import Fetcher
+
+    _, first, _ = world
+    services = [ServiceFactory(team=first.team, health_url=targets.url(f"/health?s={n}"), base_url=None)
+                for n in range(3)]
+    services[2].health_url = targets.url("/reset?s=2")  # its connection is reset: an error
+    db.session.commit()
+    probe_services(services, "schedule")
+    assert runs.latest_results(services[2])["health"].outcome == "error"
+    asked, fetch = [], Fetcher.fetch
+
+    async def recording(self, url, **kwargs):
+        asked.append(url)
+        return await fetch(self, url, **kwargs)
+
+    monkeypatch.setattr(Fetcher, "fetch", recording)
+    probe_services(services, "schedule")
+    assert [url.split("?")[-1] for url in asked[:3]] == ["s=2", "s=0", "s=1"]
+
+
 def test_a_hanging_health_url_costs_one_request_not_three(app, monkeypatch, targets, world):
     """Health, correlation id and latency share the first request to the health URL. With
     room for one request at a time, a hanging health URL holds the sweep one deadline (2 s);

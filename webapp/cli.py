@@ -173,18 +173,18 @@ def probes_run(service: str | None) -> None:
     """Probe one service (by id or slug) now, or every service that is due."""
     from webapp.models import ProbeResult, Service
     from webapp.probes import runs
-    from webapp.probes.tasks import probe_services
+    from webapp.probes.tasks import probe_service_ids
 
     if service is None:
-        targets = runs.due_services()
+        targets = runs.due_service_ids()
     else:
-        query = select(Service).where(Service.slug == service)
+        query = select(Service.id).where(Service.slug == service)
         if service.isdigit():
-            query = select(Service).where(Service.id == int(service))
+            query = select(Service.id).where(Service.id == int(service))
         targets = list(db.session.scalars(query))
         if not targets:
             raise click.UsageError(f"no service with id or slug {service!r}")
-    run_ids = probe_services(targets, "cli")
+    run_ids = probe_service_ids(targets, "cli")
     for row in db.session.scalars(select(ProbeResult).where(ProbeResult.run_id.in_(run_ids))
                                   .order_by(ProbeResult.service_id, ProbeResult.id)):
         click.echo(f"{row.service_id}\t{row.kind}\t{row.outcome}\t{row.explanation}")

@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from flask import current_app
 from huey import crontab
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -124,8 +124,13 @@ def _own_session():
 
 
 def probe_services(services: list[Service], trigger: str, lease: locks.Lease | None = None) -> list[int]:
+    """`probe_service_ids` for loaded services."""
+    # Their ids from the identity map: an expired service would be reloaded, a query each.
+    return probe_service_ids([inspect(service).identity[0] for service in services], trigger, lease)
+
+
+def probe_service_ids(service_ids: list[int], trigger: str, lease: locks.Lease | None = None) -> list[int]:
     """Start a run for each service, then probe them all together. Commits."""
-    service_ids = [service.id for service in services]  # before the commit expires them
     db.session.commit()
     run_ids = []
     with _own_session():
@@ -144,8 +149,9 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
         try:
             probe_runs = runs.runs_to_probe(run_ids)
             targets = [target for ref, service in probe_runs for target in _targets(ref, service)]
-            # Health URLs first: they are the ones that hang, and a hanging request should
-            # start its deadline at the beginning of the sweep, not at the end.
+            # Health URLs first (those that failed last time before the others): they are the
+            # ones that hang, and a hanging request should start its deadline at the
+            # beginning of the sweep, not at the end. (The sort is stable.)
             targets.sort(key=lambda target: target[1] != HEALTH_GROUP)
             db.session.commit()  # end the read transaction before the long wait on the network
             db.session.expunge_all()
@@ -382,10 +388,10 @@ def probe_due_services() -> int:
         if lease is None:
             log.info("probe sweep skipped: another worker holds the sweep lock")
             return 0
-        due = runs.due_services()
+        due = runs.due_service_ids()
         if due:
             started = time.monotonic()
-            probe_services(due, "schedule", lease)
+            probe_service_ids(due, "schedule", lease)
             log.info("probed %d services in %.1f s", len(due), time.monotonic() - started)
         return len(due)
 
