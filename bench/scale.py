@@ -174,25 +174,25 @@ def check_pages(targets: Targets, backend: str, services: int, small: list[tuple
 
 
 def check_sweep(targets: Targets, backend: str, text: str, deadline: int) -> None:
-    wall = number(r"wall ([\d.]+) s", text)
+    sweeps = re.findall(r"sweep (\d+) \(([^)]*)\): wall ([\d.]+) s \(CPU ([\d.]+) s", text)
+    longest = [float(ms) for ms in re.findall(r"longest write transaction (\d+) ms", text)]
     floor = number(r"= (\d+) s; over the floor", text)
     hanging = number(r"ceil\((\d+) hanging requests", text)
     concurrency = number(r"PROBE_CONCURRENCY (\d+)\)", text)
-    cpu = number(r"CPU ([\d.]+) s in the sweep", text)
-    longest = number(r"longest write transaction (\d+) ms", text)
     ok_saves, failed_saves = number(r"saves: (\d+) ok", text), number(r"ok, (\d+) failed", text)
     unfinished = number(r"(\d+) runs unfinished", text)
-    if wall is None:
+    if not sweeps or len(longest) != len(sweeps):
         targets.check(f"{backend}: sweep", "did not finish: " + text[-300:], False)
         return
     covered = hanging is not None and concurrency is not None and concurrency >= hanging
     limit = deadline + 1 if covered else (floor or 0) + 1
     what = "at most deadline + 1 s (concurrency covers every hanging request)" if covered else \
         f"within 1 s of the floor ceil(hanging / concurrency) x deadline = {floor:.0f} s"
-    targets.check(f"{backend}: sweep of 1,000 services {what}", f"{wall:.1f} s wall, {cpu:.1f} s CPU",
-                  wall <= limit)
-    targets.check(f"{backend}: no write lock held over 250 ms", f"longest {longest:.0f} ms", longest <= 250)
-    targets.check(f"{backend}: every save during the sweep succeeds", f"{ok_saves:.0f} ok, {failed_saves:.0f} failed",
+    for (n, known, wall, cpu), held in zip(sweeps, longest, strict=True):
+        targets.check(f"{backend}: sweep {n} of 1,000 services ({known.split(':')[0]}) {what}",
+                      f"{float(wall):.2f} s wall, {float(cpu):.2f} s CPU", float(wall) <= limit)
+        targets.check(f"{backend}: sweep {n}: no write lock held over 250 ms", f"longest {held:.0f} ms", held <= 250)
+    targets.check(f"{backend}: every save during the sweeps succeeds", f"{ok_saves:.0f} ok, {failed_saves:.0f} failed",
                   failed_saves == 0 and ok_saves > 0)
     targets.check(f"{backend}: no run left unfinished", f"{unfinished:.0f}", unfinished == 0)
 

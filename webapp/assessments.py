@@ -488,9 +488,12 @@ def upgrade(assessment: Assessment, version: ChecklistVersion, actor: User):
 def refresh_score(assessment: Assessment, now: datetime | None = None) -> ScoreSnapshot | None:
     """Bring the assessment's stored score, verdict and counts up to date (the read model), and
     write a ScoreSnapshot only when the score, the verdict or a category score moved."""
+    card = _store_score(assessment, now)
+    # Stored before this read autoflushes them, together with whatever the caller marked
+    # (`dashboard.rescore` keeps updated_at by flagging it: a second flush would move it).
     last = db.session.scalar(select(ScoreSnapshot).where(ScoreSnapshot.assessment_id == assessment.id)
                              .order_by(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()).limit(1))
-    snapshot = _rescore(assessment, last, now)
+    snapshot = _snapshot_if_moved(assessment, card, last)
     db.session.flush()
     return snapshot
 
@@ -500,24 +503,31 @@ def refresh_scores(rescored: list[Assessment], now: datetime | None = None) -> i
     number (a probe sweep rescoring many services at once); returns how many snapshots it wrote."""
     if not rescored:
         return 0
+    cards = [_store_score(assessment, now) for assessment in rescored]
     newest = func.row_number().over(partition_by=ScoreSnapshot.assessment_id,
                                     order_by=(ScoreSnapshot.at.desc(), ScoreSnapshot.id.desc()))
     ranked = (select(ScoreSnapshot.id, newest.label("rank"))
               .where(ScoreSnapshot.assessment_id.in_([a.id for a in rescored])).subquery())
     last = {snapshot.assessment_id: snapshot for snapshot in db.session.scalars(
         select(ScoreSnapshot).join(ranked, ranked.c.id == ScoreSnapshot.id).where(ranked.c.rank == 1))}
-    written = sum(_rescore(assessment, last.get(assessment.id), now) is not None for assessment in rescored)
+    written = sum(_snapshot_if_moved(assessment, card, last.get(assessment.id)) is not None
+                  for assessment, card in zip(rescored, cards, strict=True))
     db.session.flush()
     return written
 
 
-def _rescore(assessment: Assessment, last: ScoreSnapshot | None, now: datetime | None) -> ScoreSnapshot | None:
+def _store_score(assessment: Assessment, now: datetime | None) -> scoring.ScoreCard:
     card = scorecard(assessment, now)
-    categories = {k: c.score for k, c in card.categories.items()}
     assessment.score, assessment.verdict = card.score, card.verdict
     assessment.answered_pct = card.percent_answered
     assessment.unanswered_count, assessment.blocker_count = len(card.unanswered), len(card.blockers)
     assessment.scored_at = now or utcnow()
+    return card
+
+
+def _snapshot_if_moved(assessment: Assessment, card: scoring.ScoreCard,
+                       last: ScoreSnapshot | None) -> ScoreSnapshot | None:
+    categories = {k: c.score for k, c in card.categories.items()}
     if last is not None and (last.score, last.verdict, last.categories) == (card.score, card.verdict, categories):
         return None
     snapshot = ScoreSnapshot(service_id=assessment.service_id, assessment_id=assessment.id,
