@@ -273,10 +273,21 @@ def test_a_url_with_a_slot_is_the_url_for_of_each_value(app, q):
         assert [build(n) for n in (1, 22)] == [url_for("main.index", q=q, team=n, sort="score") for n in (1, 22)]
 
 
-def test_nonsense_arguments_are_ignored_not_a_500(client, person, portfolio):
-    response = client.get("/?page=abc&tier=9&sort=drop+table&dir=sideways&verdict=great&team=x&lifecycle=zombie")
+def test_nonsense_arguments_are_ignored_not_a_500_and_the_page_says_which(client, person, portfolio):
+    response = client.get("/?page=abc&tier=9&sort=drop+table&dir=sideways&verdict=great&team=x&lifecycle=zombie"
+                          "&q=beta")
     assert response.status_code == 200
-    assert "1–4 of 4 services" in response.get_data(as_text=True)
+    html = response.get_data(as_text=True)
+    assert "1–1 of 1 service" in html
+    notice = html[html.index("part of it was ignored"):]
+    notice = notice[:notice.index("</div>")]
+    ignored = ["team=x", "tier=9", "verdict=great", "lifecycle=zombie", "sort=drop table", "dir=sideways", "page=abc"]
+    assert [arg for arg in ignored if f"<code>{arg}</code>" in notice] == ignored
+    assert 'href="/?q=beta">Link to what is shown</a>' in notice  # what was kept, nothing else
+    clean = client.get("/?q=beta&tier=2&sort=score").get_data(as_text=True)
+    assert "was ignored" not in clean
+    hostile = client.get("/?tier=<script>alert(1)</script>").get_data(as_text=True)
+    assert "<code>tier=&lt;script&gt;alert(1)&lt;/script&gt;</code>" in hostile
 
 
 def test_pages_of_fifty_with_links_that_keep_the_state(client, person):
@@ -291,6 +302,8 @@ def test_pages_of_fifty_with_links_that_keep_the_state(client, person):
     assert 'href="/?tier=2&amp;sort=score"' in page  # a heading keeps the filter, back to page 1
     last = client.get("/?tier=2&page=99").get_data(as_text=True)  # past the end: the last page
     assert "101–120 of 120 services" in last
+    assert "<code>page=99 (there are 3)</code>" in last
+    assert 'href="/?tier=2&amp;page=3">Link to what is shown</a>' in last
 
 
 # Exports ---------------------------------------------------------------------------------

@@ -99,6 +99,9 @@ class Query:
     sort: str = "name"
     direction: str = "asc"
     page: int = 1
+    # "name=value" of the arguments that meant nothing and were left out, so the page can
+    # say so instead of silently showing something else. Not part of the state.
+    ignored: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> Query:
@@ -108,7 +111,7 @@ class Query:
         direction = direction if direction in ("asc", "desc") else DEFAULT_DIRECTION.get(sort, "asc")
         verdict = args.get("verdict", "")
         lifecycle = args.get("lifecycle", "")
-        return cls(
+        query = cls(
             q=(args.get("q") or "").strip()[:100],
             team=_int(args.get("team")),
             tier=_int(args.get("tier"), (1, 2, 3)),
@@ -120,6 +123,12 @@ class Query:
             sort=sort, direction=direction,
             page=max(1, _int(args.get("page")) or 1),
         )
+        kept = {"team": query.team, "tier": query.tier, "verdict": query.verdict, "lifecycle": query.lifecycle,
+                "owner": query.owner, "sort": args.get("sort") in SORTS, "dir": args.get("dir") in ("asc", "desc"),
+                "page": _int(args.get("page")) is not None and int(args["page"]) >= 1}
+        ignored = tuple(f"{name}={args[name][:40]}" for name, value in kept.items()
+                        if args.get(name) and value in (None, "", False))
+        return replace(query, ignored=ignored) if ignored else query
 
     def args(self, **changes) -> dict[str, str | int]:
         """URL arguments for this state with `changes` applied; defaults left out, and any
@@ -682,7 +691,7 @@ def dashboard(query: Query, user_id: int | None, per_page: int = PAGE_SIZE) -> P
     tiles = summary(query, user_id)
     pages = max(1, math.ceil(tiles.total / per_page))
     if query.page > pages:
-        query = replace(query, page=pages)
+        query = replace(query, page=pages, ignored=(*query.ignored, f"page={query.page} (there are {pages})"))
     # Items counted only when asked for; the filter has run the rules already.
     rows = select_rows(query, user_id, limit=per_page, offset=(query.page - 1) * per_page,
                        with_attention=query.attention)
