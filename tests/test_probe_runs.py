@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -162,6 +163,20 @@ def test_a_sweep_asks_for_every_health_url_before_anything_else(monkeypatch, tar
     probe_services(services, "schedule")
     assert [url.split("/")[-1] for url in asked[:6]] == [
         "health?s=0", "health?s=1", "health?s=2", "metrics?s=0", "metrics?s=1", "metrics?s=2"]
+
+
+def test_a_sweep_logs_its_outcomes_in_one_line_and_only_what_did_not_pass_call_by_call(caplog, world):
+    _, service, _ = world
+    with caplog.at_level(logging.INFO, logger="webapp.probes"):
+        probe_services([service], "schedule")
+    events = [(getattr(r, "event", None), r) for r in caplog.records]
+    calls = [r for event, r in events if event == "probe.call"]
+    sweeps = [r for event, r in events if event == "probe.sweep"]
+    assert len(sweeps) == 1 and sweeps[0].services == 1
+    outcomes = sweeps[0].outcomes
+    assert outcomes["pass"] >= 4  # health, readiness, deep health, metrics...
+    assert calls and all(r.outcome != "pass" for r in calls)  # ...are not a line each
+    assert len(calls) == sum(n for outcome, n in outcomes.items() if outcome != "pass")
 
 
 def test_health_urls_that_failed_last_time_are_asked_first(monkeypatch, targets, world):
