@@ -124,7 +124,7 @@ def test_a_sweep_collects_garbage_less_often_and_restores_the_collector_after(mo
     the CPU); afterwards, even when sweeps overlap, the process's own setting is back."""
     import gc
 
-    from webapp.probes import tasks
+    from webapp import collector
     from webapp.probes.fetch import Fetcher
 
     _, first, _ = world
@@ -137,10 +137,10 @@ def test_a_sweep_collects_garbage_less_often_and_restores_the_collector_after(mo
         return await fetch(self, url, **kwargs)
 
     monkeypatch.setattr(Fetcher, "fetch", recording)
-    with tasks._fewer_collections():  # an overlapping sweep in another thread
+    with collector.fewer_collections():  # an overlapping sweep in another thread
         probe_services([service], "schedule")
-        assert gc.get_threshold()[0] == tasks.SWEEP_GC_THRESHOLD
-    assert seen and all(t[0] == tasks.SWEEP_GC_THRESHOLD for t in seen)
+        assert gc.get_threshold()[0] == collector.SWEEP_THRESHOLD
+    assert seen and all(t[0] == collector.SWEEP_THRESHOLD for t in seen)
     assert gc.get_threshold() == before
 
 

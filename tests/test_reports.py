@@ -330,3 +330,35 @@ def test_a_probe_written_note_is_plain_text_in_the_report_never_a_link(app, tmp_
     links = subprocess.run(["pdfinfo", "-url", str(path)], capture_output=True, text=True).stdout
     assert "attacker.example.test" not in links
     assert "[click me](https://attacker.example.test/x) **now**" in _text(path.read_bytes(), tmp_path)
+
+
+def test_the_collector_pause_is_counted_across_threads_and_keeps_a_collector_someone_disabled():
+    import gc
+    import threading
+
+    from webapp import collector
+
+    assert gc.isenabled()
+    inside, release = threading.Event(), threading.Event()
+
+    def render_in_a_thread():
+        with collector.paused():
+            inside.set()
+            release.wait(5)
+
+    other = threading.Thread(target=render_in_a_thread)
+    other.start()
+    inside.wait(5)
+    with collector.paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # the other render is still going
+    release.set()
+    other.join(5)
+    assert gc.isenabled()
+    gc.disable()  # someone else's choice
+    try:
+        with collector.paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import hashlib
 import io
 import json
@@ -14,7 +13,6 @@ import logging
 import mimetypes
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +22,7 @@ from flask import current_app, render_template
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from webapp import collector
 from webapp.extensions import db
 from webapp.models import Assessment, Report, SigningCredential, User, utcnow
 
@@ -94,34 +93,6 @@ def _font_config():
     return config
 
 
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_was_enabled = True
-
-
-@contextmanager
-def _collector_paused():
-    """WeasyPrint allocates hundreds of thousands of objects per report; each allocation burst
-    triggers cyclic garbage collections that walk the whole heap of the app (a fifth of
-    the render's CPU in bench/report.py). Pause the collector while rendering; the next
-    automatic collection frees the layout's cycles. Counted, so overlapping renders in
-    threads leave it paused until the last one ends, and a collector someone else disabled
-    stays disabled."""
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                gc.enable()
-
-
 STATUS_ORDER = {"not_met": 0, "partial": 1, None: 2, "met": 3, "n_a": 4}
 
 
@@ -174,7 +145,7 @@ def render_pdf(snapshot: dict, snapshot_json: bytes | None, *, report_id: str,
             file_obj=io.BytesIO(snapshot_json), url_fetcher=fetcher, name=SNAPSHOT_NAME,
             description="The sign-off snapshot this report shows (canonical JSON)",
             relationship="Source"))
-    with _collector_paused():  # parsing the HTML allocates as much as laying it out
+    with collector.paused():  # parsing the HTML allocates as much as laying it out
         document = HTML(string=html, base_url=root.as_uri() + "/", url_fetcher=fetcher)
         return document.write_pdf(pdf_variant="pdf/a-3b", attachments=attachments,
                                   custom_metadata=True, stylesheets=[_report_stylesheet()],

@@ -13,7 +13,6 @@ of Huey's `lock_task`, which stayed held forever when a worker was killed mid-sw
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import threading
 import time
@@ -28,7 +27,7 @@ from sqlalchemy import inspect, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from webapp import flags, retry
+from webapp import collector, flags, retry
 from webapp.extensions import db, huey
 from webapp.models import Evidence, ProbeRun, Service, utcnow
 from webapp.probes import locks, runs
@@ -84,34 +83,6 @@ def sweep_lock_ttl() -> timedelta:
     return timedelta(seconds=max(60, 6 * current_app.config["PROBE_DEADLINE_SECONDS"]))
 
 
-SWEEP_GC_THRESHOLD = 20_000  # allocations between young collections while a sweep runs (default 700)
-_gc_lock = threading.Lock()
-_gc_sweeps = 0
-_gc_saved: tuple[int, ...] = ()
-
-
-@contextmanager
-def _fewer_collections():
-    """A sweep allocates millions of short-lived objects; at the default threshold the cyclic
-    collector ran so often that it took a sixth of a 1,000-service sweep's CPU, and a full
-    collection inside a bookkeeping transaction held SQLite's write lock ~150 ms. Collect
-    less often while sweeping (nothing is disabled; memory is freed as before), then restore.
-    Counted, so overlapping sweeps in threads restore the settings once, when the last ends."""
-    global _gc_sweeps, _gc_saved
-    with _gc_lock:
-        if _gc_sweeps == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(SWEEP_GC_THRESHOLD, _gc_saved[0]), *_gc_saved[1:])
-        _gc_sweeps += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_sweeps -= 1
-            if _gc_sweeps == 0:
-                gc.set_threshold(*_gc_saved)
-
-
 @contextmanager
 def _own_session():
     """The sweep works in a session of its own (a fresh app context) that holds no ORM
@@ -157,7 +128,7 @@ def complete_runs(run_ids: list[int], lease: locks.Lease | None = None) -> list[
             db.session.expunge_all()
             sweep = Sweep(targets, lease)
             started = time.monotonic()
-            with _fewer_collections():
+            with collector.fewer_collections():
                 stopping = asyncio.run(sweep.run())
             if stopping:
                 return run_ids  # stopping: the finally below closes the runs
