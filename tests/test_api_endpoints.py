@@ -110,6 +110,17 @@ def test_register_service_refuses_unknown_owner_and_bad_urls(client, ctx):
     fields = {e["field"]: e["detail"] for e in response.get_json()["errors"]}
     assert fields["health_url"] == "Enter a full http:// or https:// URL."
     assert "less than or equal to 3" in fields["tier"]
+    # What the web form refuses, the API refuses too: an address probes never fetch, a bad
+    # port, credentials in a URL.
+    response = client.post("/api/v1/teams/core/services", headers=ctx.headers,
+                           json={"name": "X", "health_url": "http://169.254.169.254/latest/meta-data/",
+                                 "metrics_url": "http://127.0.0.1:99999/metrics",
+                                 "oncall_url": "https://ops:hunter2@oncall.example/rota"})
+    assert response.status_code == 422
+    fields = {e["field"]: e["detail"] for e in response.get_json()["errors"]}
+    assert "Probes never fetch this address" in fields["health_url"]
+    assert "1 to 65535" in fields["metrics_url"] and "user name or password" in fields["oncall_url"]
+    assert "hunter2" not in response.get_data(as_text=True)
     assert count(Service) == 1
 
 

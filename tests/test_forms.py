@@ -43,6 +43,19 @@ def test_a_probe_url_the_policy_always_refuses_is_refused_at_the_form(client, ma
     assert db.session.scalar(select(func.count()).select_from(Service)) == 0
 
 
+@pytest.mark.parametrize("field, url, why", [
+    ("health_url", "http://127.0.0.1:99999/healthz", "port is a number from 1 to 65535"),
+    ("metrics_url", "http://127.0.0.1:0/metrics", "port is a number from 1 to 65535"),
+    ("base_url", "http://[::1/", "malformed"),
+    ("readiness_url", "http://user:s3cret@ledger.example/readyz", "cannot carry a user name or password"),
+    ("oncall_url", "https://ops:hunter2@oncall.example/rota", "cannot carry a user name or password"),
+])
+def test_a_url_no_probe_or_person_can_use_is_refused_and_its_secret_is_not_kept(client, maintainer, field, url, why):
+    response = register(client, maintainer.team, **{field: url})
+    assert response.status_code == 400 and why in response.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(Service)) == 0
+
+
 def test_private_and_named_probe_urls_are_left_to_the_probe(client, maintainer):
     # A private address may be allowed by PROBE_ALLOW_NETWORKS; a name is resolved by the probe.
     response = register(client, maintainer.team, health_url="http://10.1.2.3/health",

@@ -56,9 +56,19 @@ def http_url(form, field) -> None:
     field.data = value
     if any(ch.isspace() or ord(ch) < 32 for ch in value):
         raise ValidationError("A URL cannot contain spaces or control characters.")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:  # a port that is not a number from 0 to 65535, an unclosed [
+        raise ValidationError("This URL's host or port is malformed (a port is a number from 1 to 65535).") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValidationError("Enter a full http:// or https:// URL.")
+    if port == 0:
+        raise ValidationError("A port is a number from 1 to 65535.")
+    if parts.username is not None or parts.password is not None:
+        # Everyone who can see the link would see them, and probes never send them.
+        raise ValidationError("A URL cannot carry a user name or password (user:password@): "
+                              "everyone who can see it would see them.")
 
 
 def probe_target(form, field) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from wtforms.validators import ValidationError as FormValidationError
 
-from webapp.forms import http_url
+from webapp.forms import http_url, probe_target
 
 MAX_INT = 2**31 - 1  # PostgreSQL integer columns
 
@@ -26,19 +26,26 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _http_url(value: str | None) -> str | None:
-    """The web forms' URL rule (absolute http/https with a host, no spaces), reused as is."""
-    if value is None:
-        return None
+def _form_rule(rule):
+    """A web form's field check (WTForms validator) as a pydantic one, reused as is."""
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
 
-    class _Field:
-        data = value
+        class _Field:
+            data = value
 
-    try:
-        http_url(None, _Field)
-    except FormValidationError as exc:
-        raise ValueError(str(exc)) from None
-    return _Field.data or None
+        try:
+            rule(None, _Field)
+        except FormValidationError as exc:
+            raise ValueError(str(exc)) from None
+        return _Field.data or None
+
+    return check
+
+
+_http_url = _form_rule(http_url)  # absolute http/https with a host, no spaces, no credentials
+_probe_target = _form_rule(probe_target)  # never a link-local or cloud metadata address
 
 
 def _utc(value: datetime) -> datetime:
@@ -60,6 +67,7 @@ Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_
                 Field(json_schema_extra={"pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+[^\s]*$",
                                          "format": "uri"}),
                 AfterValidator(_no_nul), AfterValidator(_http_url)]
+ProbeUrl = Annotated[Url, AfterValidator(_probe_target)]  # a URL the probes fetch
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254,
                                          pattern=r"^[^@\s]+@[^@\s]+$"), AfterValidator(_no_nul)]
 Lifecycle = Literal["planned", "launching", "live", "retired"]
@@ -151,11 +159,11 @@ class _ServiceFields(Input):
     oncall_url: Url | None = None
     repository_url: Url | None = None
     dashboard_url: Url | None = None
-    base_url: Url | None = None
-    health_url: Url | None = None
-    readiness_url: Url | None = None
-    deep_health_url: Url | None = None
-    metrics_url: Url | None = None
+    base_url: ProbeUrl | None = None
+    health_url: ProbeUrl | None = None
+    readiness_url: ProbeUrl | None = None
+    deep_health_url: ProbeUrl | None = None
+    metrics_url: ProbeUrl | None = None
     probe_interval_minutes: int | None = Field(None, ge=1, le=1440)
 
 
