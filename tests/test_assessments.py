@@ -79,6 +79,14 @@ def test_every_change_is_kept_in_history(client, setup):
     assert "now partial" in page and "Not met" in page
 
 
+def test_an_item_that_is_not_in_the_checklist_is_a_404_not_the_whole_page(client, setup):
+    _, _, assessment = setup
+    assert client.get(f"/assessments/{assessment.id}/items/nope").status_code == 404
+    assert client.get(f"/assessments/{assessment.id}/items/nope/history").status_code == 404
+    found = client.get(f"/assessments/{assessment.id}/items/{ITEM}")
+    assert found.status_code == 302 and f"open={ITEM}" in found.headers["Location"]
+
+
 def test_history_says_a_note_was_edited_rather_than_met_to_met(client, setup):
     _, _, assessment = setup
     client.post(answer_url(assessment), data={"status": "met", "note": "first", "version": "0"})

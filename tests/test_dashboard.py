@@ -509,6 +509,8 @@ def test_demo_seed_writes_the_read_model_that_scoring_gives(runner):
     again = {a.id: (a.score, a.verdict, a.answered_pct, a.unanswered_count, a.blocker_count, a.updated_at)
              for a in db.session.scalars(select(Assessment))}
     assert again == stored
+    # Submitted once: "Rejected in review round 1", as a real first submission says.
+    assert set(db.session.scalars(select(Assessment.review_round).where(Assessment.state != "draft"))) == {1}
     db.session.rollback()
     # Every verdict, tier and lifecycle is there, with probe outcomes and trends.
     summary = dashboard.summary(dashboard.Query(lifecycle="all"), None)

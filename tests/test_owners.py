@@ -131,3 +131,12 @@ def test_timeline_names_items_by_their_titles(client, auth):
                 data={"status": "met", "note": "", "version": "0"})
     page = client.get(f"/services/{service.id}/timeline").get_data(as_text=True)
     assert "Answered “Tested restore procedure”: met." in page and "restore tested" not in page
+
+
+def test_an_admin_offboarding_themselves_is_not_offered_to_disable_their_own_account(client, auth):
+    admin, other = UserFactory(is_admin=True), UserFactory(is_admin=True)
+    db.session.commit()
+    auth.login(admin)
+    own = client.get(f"/users/{admin.id}/offboard").get_data(as_text=True)
+    assert "Then disable the account" not in own and "only be disabled by another admin" in own
+    assert "Then disable the account" in client.get(f"/users/{other.id}/offboard").get_data(as_text=True)

@@ -468,6 +468,7 @@ def _write_assessment(ctx: Context, service: DemoService, items: list[Item], sta
         Assessment, service_id=service.id, checklist_version_id=ctx.version.id, state=state,
         created_by_id=author, copied_from_id=None, created_at=created, updated_at=updated,
         submitted_at=updated - timedelta(hours=2) if state != "draft" else None, decided_at=decided,
+        review_round=0 if state == "draft" else 1,  # submitted once, as sign-offs' round 1 says
         score=card.score, verdict=card.verdict, answered_pct=card.percent_answered,
         unanswered_count=len(card.unanswered), blocker_count=len(card.blockers), scored_at=updated)
     for item in items:

@@ -216,6 +216,9 @@ def _panel_context(assessment: Assessment, item_key: str) -> dict:
 def panel(assessment_id: int, item_key: str):
     """One item's note, evidence, waivers, guidance and history (htmx: the panel alone)."""
     if not _is_htmx():
+        assessment = db.get_or_404(Assessment, assessment_id)
+        if assessments.checklist_for(assessment).item(item_key) is None:
+            abort(404, description=f"“{item_key}” is not an item of this checklist.")
         return redirect(url_for("assessments.show", assessment_id=assessment_id, open=item_key,
                                 _anchor=f"item-{item_key}"))
     assessment = _load_page(assessment_id)
