@@ -209,9 +209,11 @@ def test_my_work_lists_my_services_waivers_and_reviews(client, auth, synced):
     page = client.get("/my-work").get_data(as_text=True)
     assert mine.name in page and "Owner" in page
     decide = page.split("Waivers waiting for my decision")[1].split("My waiver requests")[0]
-    assert "health checks configured" in decide and "structured logging" not in decide  # never my own
+    # Items by their titles, each link opening the item where Approve and Decline are.
+    assert "Health checks configured" in decide and "Structured logging" not in decide  # never my own
+    assert f'open=health_checks_configured#item-health_checks_configured">{mine.name}: Health checks' in decide
     mine_requests = page.split("My waiver requests")[1].split("Assessments in review")[0]
-    assert "structured logging" in mine_requests
+    assert "Structured logging (JSON)" in mine_requests
     assert "submitted" in page.split("Assessments in review")[1]
 
 

@@ -319,6 +319,24 @@ def test_conditions_need_owner_and_future_due_date(client, auth, cast):
                           "conditions-0-due_on": date.today().isoformat()})
     assert "due date must be in the future" in response.get_data(as_text=True)
     assert db.session.scalar(select(func.count(SignOff.id))) == 0
+    # Chosen with no condition at all: the conditions are open to fill in, not folded away.
+    page = _decide(client, assessment.id, "sre", "approve_with_conditions", "").get_data(as_text=True)
+    assert '<details class="form-details" open>' in page
+
+
+def test_the_review_page_lists_waiver_requests_still_undecided(client, auth, cast):
+    assessment = answered_assessment(cast.service, cast.member)
+    assessments.record_answer(assessment, ITEM, "not_met", "", cast.member,
+                              expected_version=assessments.answer_for(assessment, ITEM).version)
+    assessments.request_waiver(assessment, ITEM, "legacy", "manual check", cast.owner,
+                               date.today() + timedelta(days=30), cast.member)
+    assessments.submit_for_review(assessment, cast.member)
+    db.session.commit()
+    _as(client, auth, cast.sre)
+    page = client.get(f"/assessments/{assessment.id}/review").get_data(as_text=True)
+    title = assessments.checklist_for(assessment).item(ITEM).title
+    assert "1 waiver request waits for a reviewer" in page
+    assert f'open={ITEM}#item-{ITEM}">{title}</a>' in page
 
 
 # Signed off: frozen, snapshot, superseded ----------------------------------------------

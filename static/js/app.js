@@ -159,6 +159,14 @@
     if (counter) counter.textContent = shown;
   });
 
+  // ---- sign-off: choosing "approve with conditions" opens the conditions to fill in -----
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (!select.matches || !select.matches(".signoff-form select[name=decision]")) return;
+    var details = select.form.querySelector("details.form-details");
+    if (details && select.value === "approve_with_conditions") details.open = true;
+  });
+
   // ---- assessment rows: expand on click or Enter, editors loaded on demand ----------------
   function rowPanel(row) { return row ? row.querySelector(".item-panel") : null; }
 

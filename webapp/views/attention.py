@@ -8,7 +8,7 @@ from flask import Blueprint, render_template, request
 from flask_login import current_user, login_required
 from sqlalchemy import func, or_, select
 
-from webapp import attention
+from webapp import attention, catalog
 from webapp.extensions import db
 from webapp.models import Answer, Assessment, Membership, Service, Team, Waiver
 from webapp.permissions import can_review
@@ -44,6 +44,17 @@ def index():
                            mine=mine, teams=teams, service=service, page=page, pages=pages, state=state)
 
 
+def _with_titles(rows) -> list[tuple]:
+    """(waiver, item key, item title, assessment id, service name): people know items by title."""
+    checklists = catalog.checklists_by_version()
+    titled = []
+    for waiver, item_key, assessment_id, version_id, service_name in rows:
+        item = checklists[version_id].item(item_key) if version_id in checklists else None
+        titled.append((waiver, item_key, item.title if item else item_key.replace("_", " "), assessment_id,
+                       service_name))
+    return titled
+
+
 @bp.get("/my-work")
 @login_required
 def mine():
@@ -64,17 +75,17 @@ def mine():
         .join(Membership, Membership.team_id == Team.id)
         .outerjoin(service_counts, service_counts.c.team_id == Team.id)
         .where(Membership.user_id == me.id).order_by(Team.name)).all()
-    waiver_query = (select(Waiver, Answer.item_key, Assessment.id, Service.name)
+    waiver_query = (select(Waiver, Answer.item_key, Assessment.id, Assessment.checklist_version_id, Service.name)
                     .join(Answer, Waiver.answer_id == Answer.id)
                     .join(Assessment, Assessment.id == Answer.assessment_id)
                     .join(Service, Service.id == Assessment.service_id)
                     .where(Waiver.state == "requested", Assessment.state.in_(("draft", "in_review")))
                     .order_by(Waiver.requested_at))
     if can_review(me):  # four eyes: never your own request
-        waivers_to_decide = db.session.execute(waiver_query.where(Waiver.requested_by_id != me.id)).all()
+        waivers_to_decide = _with_titles(db.session.execute(waiver_query.where(Waiver.requested_by_id != me.id)))
     else:
         waivers_to_decide = []
-    my_requests = db.session.execute(waiver_query.where(Waiver.requested_by_id == me.id)).all()
+    my_requests = _with_titles(db.session.execute(waiver_query.where(Waiver.requested_by_id == me.id)))
     review_query = (select(Assessment, Service.name).join(Service, Service.id == Assessment.service_id)
                     .where(Assessment.state == "in_review").order_by(Assessment.submitted_at))
     if not can_review(me):

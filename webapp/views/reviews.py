@@ -46,9 +46,13 @@ def signoff_form(assessment: Assessment, *, posted: bool = False) -> SignOffForm
 
 def review_context(assessment: Assessment, form: SignOffForm | None = None) -> dict:
     """What the review panel, the review page and the meeting's last slide show."""
+    checklist = assessments.checklist_for(assessment)
     return dict(
-        assessment=assessment, service=assessment.service,
-        checklist=assessments.checklist_for(assessment),
+        assessment=assessment, service=assessment.service, checklist=checklist,
+        # Waiver requests still undecided: a reviewer should decide them before signing off.
+        pending_waivers=[(item.title if (item := checklist.item(answer.item_key)) else answer.item_key,
+                          answer.item_key)
+                         for answer in assessment.answers for waiver in answer.waivers if waiver.state == "requested"],
         required=reviews.required_roles(assessment),
         approvals=reviews.approvals_by_role(assessment),
         round_signoffs=reviews.round_signoffs(assessment),
