@@ -11,10 +11,12 @@ import re
 import shutil
 import subprocess
 import threading
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from tests.factories import UserFactory
 from tests.signoff_helpers import Cast, answered_assessment
 from webapp import assessments, reports, reviews
 from webapp.extensions import db
@@ -330,6 +332,26 @@ def test_a_probe_written_note_is_plain_text_in_the_report_never_a_link(app, tmp_
     links = subprocess.run(["pdfinfo", "-url", str(path)], capture_output=True, text=True).stdout
     assert "attacker.example.test" not in links
     assert "[click me](https://attacker.example.test/x) **now**" in _text(path.read_bytes(), tmp_path)
+
+
+@needs_poppler
+def test_a_waivers_reason_and_control_print_as_markdown_as_on_the_web(app, tmp_path):
+    cast = Cast(tier=3)
+    assessment = answered_assessment(cast.service, cast.member)
+    assessments.record_answer(assessment, "structured_logging", "not_met", "", cast.member,
+                              expected_version=assessments.answer_for(assessment, "structured_logging").version)
+    waiver = assessments.request_waiver(
+        assessment, "structured_logging", "See the [capacity plan](https://wiki.example.test/capacity) **first**.",
+        "- alert at 60% CPU\n- weekly review", cast.owner, date.today() + timedelta(days=30), cast.member)
+    assessments.decide_waiver(waiver, True, UserFactory(is_reviewer=True))
+    snapshot = reviews.snapshot(assessment)
+    path = tmp_path / "draft.pdf"
+    path.write_bytes(reports.render_pdf(snapshot, None, report_id="PF-TEST", draft=True))
+    text = _text(path.read_bytes(), tmp_path)
+    assert "See the capacity plan first." in text and "[capacity plan]" not in text
+    assert "Compensating control • alert at 60% CPU • weekly review" in text
+    links = subprocess.run(["pdfinfo", "-url", str(path)], capture_output=True, text=True).stdout
+    assert "https://wiki.example.test/capacity" in links
 
 
 def test_the_collector_pause_is_counted_across_threads_and_keeps_a_collector_someone_disabled():
