@@ -160,6 +160,7 @@ MATRIX: dict[str, dict[str, Rule]] = {
     # Authorised editors reach the submit rule: this draft has unanswered items, so 400
     # (tests/test_reviews.py submits complete ones).
     "assessments.submit": {"POST": act(EDITORS, status=400)},
+    "assessments.submit_page": {"GET": page(SIGNED_IN, 302)},  # a refused submit reloaded: the unanswered items
     "assessments.upgrade": {"GET": page(EDITORS),
                             "POST": act(EDITORS, {"version": "{newer_version_id}"}, done=lambda ids: db.session.get(
                                 Assessment, ids["assessment_id"]).checklist_version_id == ids["newer_version_id"])},

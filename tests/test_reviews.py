@@ -71,6 +71,8 @@ def test_submit_is_refused_until_every_applicable_item_is_answered(client, auth,
     assert "2 applicable items still unanswered" in page
     assert f'filter=unanswered#item-{ITEM}"' in page and "#item-log_rotation" in page
     assert _fresh(Assessment, assessment.id).state == "draft"
+    reloaded = client.get(f"/assessments/{assessment.id}/submit")  # reload or Back: not a 405
+    assert reloaded.status_code == 302 and reloaded.headers["Location"].endswith("filter=unanswered")
 
     client.post(f"/assessments/{assessment.id}/items/{ITEM}/answer", data={"status": "met", "note": ""})
     client.post(f"/assessments/{assessment.id}/items/log_rotation/answer", data={"status": "n_a", "note": "no files"})

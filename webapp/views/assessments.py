@@ -395,6 +395,14 @@ def history(assessment_id: int, item_key: str):
     return render_template(template, assessment=assessment, item=item, changes=page.items, page=page)
 
 
+@bp.get("/assessments/<int:assessment_id>/submit")
+@login_required
+def submit_page(assessment_id: int):
+    """Reloading (or going back to) the page a refused submit showed: the items still to answer."""
+    db.get_or_404(Assessment, assessment_id)
+    return redirect(url_for("assessments.show", assessment_id=assessment_id, filter="unanswered"))
+
+
 @bp.post("/assessments/<int:assessment_id>/submit")
 @login_required
 def submit(assessment_id: int):
