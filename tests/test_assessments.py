@@ -358,6 +358,30 @@ def test_compare_two_assessments_and_one_at_two_dates(client, setup):
     assert client.get(f"/services/{service.id}/compare?a={assessment.id}&b={assessment.id}&a_at=bogus").status_code == 400
 
 
+def test_reassessing_keeps_approved_waivers_that_have_not_expired(setup):
+    user, service, assessment = setup
+    reviewer = UserFactory(is_reviewer=True)
+    assessments.record_answer(assessment, CRITICAL, "not_met", "", user)
+    assessments.record_answer(assessment, ITEM, "not_met", "", user)
+    live = assessments.request_waiver(assessment, CRITICAL, "legacy vault", "manual rotation", user,
+                                      date.today() + timedelta(days=60), user)
+    assessments.decide_waiver(live, True, reviewer)
+    lapsed = assessments.request_waiver(assessment, ITEM, "soon", "none", user, date.today() + timedelta(days=5), user)
+    assessments.decide_waiver(lapsed, True, reviewer)
+    lapsed.expires_on = date.today() - timedelta(days=1)
+    assessments.refresh_score(assessment)
+    assessment.state = "signed_off"
+    db.session.commit()
+    blockers = assessment.blocker_count
+    second = assessments.start_assessment(service, assessment.checklist_version, user, copy_from=assessment)
+    db.session.commit()
+    kept = assessments.answer_for(second, CRITICAL).waivers
+    assert [(w.state, w.expires_on, w.reason, w.approved_by_id) for w in kept] == [
+        ("approved", live.expires_on, "legacy vault", reviewer.id)]
+    assert assessments.answer_for(second, ITEM).waivers == []  # expired: not carried over
+    assert second.blocker_count == blockers  # the waived critical gap is not a blocker again
+
+
 def test_upgrade_carries_answers_over_by_key_and_replaces(setup):
     user, _, assessment = setup
     assessments.record_answer(assessment, ITEM, "met", "json", user)

@@ -114,7 +114,8 @@ def copy_sources(service: Service) -> list[Assessment]:
 
 def start_assessment(service: Service, version: ChecklistVersion, actor: User,
                      copy_from: Assessment | None = None) -> Assessment:
-    """A new draft against `version`; with `copy_from`, its answers carry over by item key.
+    """A new draft against `version`; with `copy_from`, its answers carry over by item key,
+    with their evidence and their approved waivers that have not expired.
 
     Probe-backed items then start from what the probes already know (the latest result of
     each check kind), except where a copied answer is a person's own. At most one draft of a
@@ -145,6 +146,7 @@ def start_assessment(service: Service, version: ChecklistVersion, actor: User,
 
 def _copy_answers(source: Assessment, target: Assessment, keys: dict[str, str], actor: User) -> None:
     old = answers_by_key(source)
+    now = utcnow()
     for new_key, old_key in keys.items():
         previous = old.get(old_key)
         if previous is None or previous.status is None:
@@ -159,6 +161,15 @@ def _copy_answers(source: Assessment, target: Assessment, keys: dict[str, str], 
             answer.evidence.append(Evidence(url=item.url, title=item.title, added_by_id=item.added_by_id,
                                             checked_at=item.checked_at, check_ok=item.check_ok,
                                             check_error=item.check_error))
+        # An approved waiver is a risk accepted until its expiry, not for one assessment:
+        # re-assessing must not turn a waived gap back into a blocker.
+        for waiver in previous.waivers:
+            if waiver.state == "approved" and waiver.is_live(now):
+                answer.waivers.append(Waiver(
+                    reason=waiver.reason, compensating_control=waiver.compensating_control,
+                    risk_owner_id=waiver.risk_owner_id, expires_on=waiver.expires_on, state="approved",
+                    requested_by_id=waiver.requested_by_id, requested_at=waiver.requested_at,
+                    approved_by_id=waiver.approved_by_id, decided_at=waiver.decided_at))
         answer.changes.append(AnswerChange(from_status=None, to_status=previous.status, note=note,
                                            source="manual", changed_by_id=actor.id))
     db.session.flush()

@@ -241,8 +241,9 @@ class StartAssessmentForm(FlaskForm):
     checklist = SelectField("Checklist", coerce=int)
     copy_from = SelectField(
         "Copy answers from", coerce=int, default=0,
-        description="Statuses, notes and evidence carry over by item key; waivers do not. Probe-backed "
-                    "items start from the probes' latest results unless a person answered them.")
+        description="Statuses, notes, evidence and approved waivers that have not expired carry over by "
+                    "item key. Probe-backed items start from the probes' latest results unless a person "
+                    "answered them.")
 
 
 class AnswerForm(FlaskForm):
