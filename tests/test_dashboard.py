@@ -273,6 +273,26 @@ def test_a_url_with_a_slot_is_the_url_for_of_each_value(app, q):
         assert [build(n) for n in (1, 22)] == [url_for("main.index", q=q, team=n, sort="score") for n in (1, 22)]
 
 
+def test_a_service_only_signed_off_shows_that_assessments_answered_share_and_blockers(client, person):
+    team = person.memberships[0].team
+    service = ServiceFactory(team=team, name="Signed only", tier=1)
+    assess(service, person, score=88.9, verdict="not_ready", state="signed_off", answered=100.0, blockers=1)
+    assess(ServiceFactory(team=team, name="Drafting", tier=1), person, score=50.0, verdict="not_ready", blockers=0)
+    db.session.commit()
+    html = client.get("/?q=signed+only").get_data(as_text=True)
+    row = html[html.index(">Signed only</a>"):]
+    row = row[:row.index("</tr>")]
+    assert '<span title="Of the signed-off assessment">100%</span><span class="blockers"' in row
+    assert "1 blocker" in row
+    exported = client.get("/dashboard.csv?q=signed+only").get_data(as_text=True).splitlines()
+    record = dict(zip(exported[0].split(","), exported[1].split(","), strict=True))
+    assert (record["answered_pct"], record["blockers"], record["unanswered"]) == ("100.0", "1", "0")
+    signed = client.get("/dashboard.json?q=signed+only").get_json()["services"][0]["signed_off"]
+    assert (signed["answered_pct"], signed["blockers"]) == (100.0, 1)
+    by_blockers = client.get("/?sort=blockers").get_data(as_text=True)  # most first
+    assert by_blockers.index(">Signed only</a>") < by_blockers.index(">Drafting</a>")
+
+
 def test_nonsense_arguments_are_ignored_not_a_500_and_the_page_says_which(client, person, portfolio):
     response = client.get("/?page=abc&tier=9&sort=drop+table&dir=sideways&verdict=great&team=x&lifecycle=zombie"
                           "&q=beta")

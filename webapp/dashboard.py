@@ -189,6 +189,8 @@ class SignedOff:
     verdict: str
     score: float
     decided_at: datetime | None
+    answered_pct: float
+    blocker_count: int
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,19 @@ class DashboardRow:
         return self.signed_off.score if self.signed_off else None
 
     @property
+    def answered_pct(self) -> float | None:
+        """Of the assessment the verdict is from: the open one, else the signed-off one."""
+        if self.working is not None:
+            return self.working.answered_pct
+        return self.signed_off.answered_pct if self.signed_off else None
+
+    @property
+    def blocker_count(self) -> int | None:
+        if self.working is not None:
+            return self.working.blocker_count
+        return self.signed_off.blocker_count if self.signed_off else None
+
+    @property
     def last_assessed(self) -> datetime | None:
         if self.working is not None:
             return self.working.updated_at
@@ -249,6 +264,7 @@ class DashboardRow:
             },
             "signed_off": None if signed is None else {
                 "assessment_id": signed.id, "verdict": signed.verdict, "score": signed.score,
+                "answered_pct": signed.answered_pct, "blockers": signed.blocker_count,
                 "decided_at": signed.decided_at.isoformat() if signed.decided_at else None,
             },
             "probes": {"outcome": self.probe_outcome,
@@ -418,8 +434,8 @@ def _shape_for(dialect: str) -> _Shape:
         "assessed": func.coalesce(working_a.updated_at, signed_a.decided_at),
         "probe_severity": probe_severity,
         "probe_checked_at": probe_checked_at,
-        "answered": working_a.answered_pct,
-        "blockers": working_a.blocker_count,
+        "answered": func.coalesce(working_a.answered_pct, signed_a.answered_pct),
+        "blockers": func.coalesce(working_a.blocker_count, signed_a.blocker_count),
         "signed": signed_a.decided_at,
     }
 
@@ -542,7 +558,8 @@ def _row_columns(working_a, signed_a) -> tuple:
         working_a.blocker_count.label("w_blockers"), working_a.unanswered_count.label("w_unanswered"),
         working_a.updated_at.label("w_updated_at"), working_a.scored_at.label("w_scored_at"),
         signed_a.id.label("s_id"), signed_a.verdict.label("s_verdict"), signed_a.score.label("s_score"),
-        signed_a.decided_at.label("s_decided_at"),
+        signed_a.decided_at.label("s_decided_at"), signed_a.answered_pct.label("s_answered"),
+        signed_a.blocker_count.label("s_blockers"),
     )
 
 
@@ -551,10 +568,11 @@ def _row(r, attention_counts: dict[int, int] | None = None) -> DashboardRow:
     # a third of the time of building a page of rows.
     (service_id, name, slug, team_id, team_name, tier, lifecycle, owner_id, owner_name, owner_email,
      w_id, w_state, w_score, w_verdict, w_answered, w_blockers, w_unanswered, w_updated_at, w_scored_at,
-     s_id, s_verdict, s_score, s_decided_at, mine, probe_severity, probe_checked_at, *trend) = r
+     s_id, s_verdict, s_score, s_decided_at, s_answered, s_blockers, mine, probe_severity, probe_checked_at,
+     *trend) = r
     working = None if w_id is None else WorkingAssessment(
         w_id, w_state, w_score, w_verdict, w_answered, w_blockers, w_unanswered, w_updated_at, w_scored_at)
-    signed = None if s_id is None else SignedOff(s_id, s_verdict, s_score, s_decided_at)
+    signed = None if s_id is None else SignedOff(s_id, s_verdict, s_score, s_decided_at, s_answered, s_blockers)
     return DashboardRow(
         service_id=service_id, name=name, slug=slug, team_id=team_id, team_name=team_name,
         tier=tier, lifecycle=lifecycle, owner_id=owner_id, owner_name=owner_name,
@@ -741,7 +759,7 @@ def to_csv(rows: list[DashboardRow]) -> str:
         writer.writerow([_cell(v) for v in (
             row.service_id, row.name, row.slug, row.team_name, row.tier, row.lifecycle, row.owner_name,
             row.owner_email, row.verdict, row.score, w and w.state, w and w.verdict, w and w.score,
-            w and w.answered_pct, w and w.blocker_count, w and w.unanswered_count, s and s.verdict,
+            row.answered_pct, row.blocker_count, w.unanswered_count if w else (0 if s else None), s and s.verdict,
             s and s.decided_at, row.probe_outcome, row.last_assessed, row.attention_items)])
     return out.getvalue()
 

@@ -141,19 +141,25 @@ def dashboard_rows(rows: list[DashboardRow], with_attention: bool = False) -> Ma
     return Markup("".join([f"\n        {dashboard_row(row, with_attention, patterns)}\n      " for row in rows]))
 
 
+def _answered(row: DashboardRow) -> str:
+    """The share answered of the assessment the verdict is from (the signed-off one, titled so,
+    when nothing is open)."""
+    if row.answered_pct is None:
+        return '<span class="muted">—</span>'
+    if row.working is None:
+        return f'<span title="Of the signed-off assessment">{row.answered_pct:g}%</span>'
+    return f"{row.answered_pct:g}%"
+
+
 def dashboard_row(row: DashboardRow, with_attention: bool = False, patterns: dict | None = None) -> Markup:
     """One <tr> of the dashboard table."""
     if patterns is None:
         patterns = url_patterns()
-    working = row.working
-    if working:
-        answered = f"{working.answered_pct:g}%"
-        if working.blocker_count:
-            n = working.blocker_count
-            answered += (f'<span class="blockers" title="Critical items not met or unanswered">{n} '
-                         f'blocker{"" if n == 1 else "s"}</span>')
-    else:
-        answered = '<span class="muted">—</span>'
+    answered = _answered(row)
+    if row.blocker_count:
+        n = row.blocker_count
+        answered += (f'<span class="blockers" title="Critical items not met or unanswered">{n} '
+                     f'blocker{"" if n == 1 else "s"}</span>')
     assessed = (format_datetime(row.last_assessed, "%Y-%m-%d") if row.last_assessed
                 else '<span class="muted">never</span>')
     mine = ' class="mine"' if row.mine else ""
@@ -185,7 +191,7 @@ def team_rows(rows: list[DashboardRow]) -> Markup:
 def team_row(row: DashboardRow, patterns: dict | None = None) -> str:
     """One <tr> of a team page, with the whitespace around it that the Jinja loop gave."""
     retired = ' class="row-retired"' if row.lifecycle == "retired" else ""
-    answered = f"{row.working.answered_pct:g}%" if row.working else '<span class="muted">—</span>'
+    answered = _answered(row)
     return (
         f'\n      <tr{retired}>\n'
         f'        <td class="service-cell"><a href="{row_url("services.show", "service_id", row.service_id, patterns)}">'
