@@ -188,6 +188,10 @@ def test_page_filters_and_links(client, auth, synced):
     assert "Nothing needs attention" in page
     assert client.get("/attention?kind=<script>&page=-4").status_code == 200
     assert client.get(f"/services/{mine.id}/edit").status_code == 200  # the ownership row's link works
+    # A service or team that does not exist says so, instead of a page of zeros.
+    missing = client.get("/attention?service=99999")
+    assert missing.status_code == 404 and "no service with id 99999" in missing.get_data(as_text=True)
+    assert client.get("/attention?team=99999").status_code == 404
 
 
 def test_my_work_lists_my_services_waivers_and_reviews(client, auth, synced):

@@ -96,12 +96,14 @@ def test_a_person_overrides_a_probe_answer_only_with_a_note(world):
 
 def test_probe_now_button_and_live_results_page(client, world):
     _, service, _ = world
+    before = client.get(f"/services/{service.id}/probes").get_data(as_text=True)
+    assert "No health checks in the last 7 days." in before and "of 0 health checks" not in before
     response = client.post(f"/services/{service.id}/probes/run")
     assert response.status_code == 302 and "/probes/runs/" in response.headers["Location"]
     page = client.get(response.headers["Location"], headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "health" in page and "Pass" in page
     page = client.get(f"/services/{service.id}/probes").get_data(as_text=True)
-    assert "uptime" in page.lower()
+    assert "uptime" in page.lower() and "of 1 health check passed" in page
 
 
 def test_hanging_targets_do_not_delay_healthy_ones(targets, world):

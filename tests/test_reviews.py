@@ -533,6 +533,7 @@ def test_admins_grant_reviewer_roles(client, auth, cast):
     response = client.post(f"/admin/users/{cast.member.id}/reviewer-roles", data={"roles": ["sre", "security"]})
     assert response.status_code == 302
     assert _fresh(User, cast.member.id).reviewer_roles == ["security", "sre"]
+    assert "Mo Member now signs off as security, sre." in client.get("/admin/users").get_data(as_text=True)
     event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "user.reviewer_roles"))
     assert event.after == {"roles": ["security", "sre"]} and event.actor_id == admin.id
     assert client.post(f"/admin/users/{cast.member.id}/reviewer-roles", data={"roles": ["root"]}).status_code == 302

@@ -27,6 +27,7 @@ from webapp.models import (
     Waiver,
     utcnow,
 )
+from webapp.presentation import probe_kind
 from webapp.runbooks import REVIEW_EVERY_DAYS
 
 # Kinds, in the order a person should deal with them, with a label for filters and tiles.
@@ -276,7 +277,7 @@ def _failing_probes(scope, names, now, periods, moments) -> list[Attention]:
     found = []
     for service_id, checks in by_service.items():
         since = min(changed for _, _, changed in checks)
-        kinds = ", ".join(kind.replace("_", " ") for kind, _, _ in checks)
+        kinds = ", ".join(probe_kind(kind) for kind, _, _ in checks)
         found.append(_make("probe_failing", service_id, names,
                            f"{len(checks)} probe check{'s' if len(checks) > 1 else ''} failing ({kinds}) "
                            f"since {since:%Y-%m-%d %H:%M} UTC.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from math import ceil
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 from sqlalchemy import func, or_, select
 
@@ -27,6 +27,10 @@ def index():
     team_id = request.args.get("team", type=int)
     service_id = request.args.get("service", type=int)
     mine = request.args.get("mine") == "1"
+    if service_id is not None and db.session.get(Service, service_id) is None:
+        abort(404, description=f"There is no service with id {service_id}.")
+    if team_id is not None and db.session.get(Team, team_id) is None:
+        abort(404, description=f"There is no team with id {team_id}.")
     scope = attention.scope_for(current_user if mine else None, team_id,
                                 [service_id] if service_id is not None else None)
     found = attention.collect(scope)

@@ -192,7 +192,9 @@ def set_roles(user_id: int):
         return redirect(url_for("auth.users"))
     reviews.grant_roles(person, form.roles.data or [], current_user)
     db.session.commit()
-    flash(f"{person.name}: reviewer roles {', '.join(person.reviewer_roles) or 'none'}.", "success")
+    roles = person.reviewer_roles
+    flash(f"{person.name} now signs off as {', '.join(roles)}." if roles else f"{person.name} has no reviewer role now.",
+          "success")
     return redirect(url_for("auth.users"))
 
 
