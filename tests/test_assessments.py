@@ -188,9 +188,19 @@ def test_concurrent_edit_gets_a_conflict_not_an_overwrite(app, client, setup):
     page = response.get_data(as_text=True)
     assert response.status_code == 409
     assert "changed this item while you were editing" in page and "no JSON yet" in page
+    assert "Your note is kept in the box below" in page
     answer = db.session.scalar(select(Answer))
     db.session.refresh(answer)
     assert (answer.status, answer.note) == ("not_met", "no JSON yet")
+
+
+def test_my_own_save_in_another_tab_is_named_as_mine(client, setup):
+    _user, _service, assessment = setup
+    assert client.post(answer_url(assessment), data={"status": "not_met", "note": "", "version": "0"}).status_code == 302
+    page = client.post(answer_url(assessment), data={"status": "met", "version": "0"},  # a status click, no note
+                       headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "You changed this item in another window or tab" in page
+    assert "Choose a status again to save yours over theirs." in page and "Your note is kept" not in page
 
 
 def test_a_save_landing_between_load_and_flush_is_a_conflict(client, setup):

@@ -47,10 +47,14 @@ class SubmitBlocked(AssessmentError):
 class AnswerConflict(AssessmentError):
     """Someone else saved this item since the form was loaded."""
 
-    def __init__(self, answer: Answer):
-        who = answer.answered_by.name if answer.answered_by else "someone"
-        super().__init__(f"{who} changed this item while you were editing it. "
-                         "Their answer is shown; yours was not saved.")
+    def __init__(self, answer: Answer, actor: User | None = None):
+        if actor is not None and answer.answered_by_id == actor.id:
+            message = ("You changed this item in another window or tab since this one loaded. "
+                       "That answer is shown; this one was not saved.")
+        else:
+            who = answer.answered_by.name if answer.answered_by else "Someone"
+            message = f"{who} changed this item while you were editing it. Their answer is shown; yours was not saved."
+        super().__init__(message)
         self.answer = answer
 
 
@@ -300,7 +304,7 @@ def record_answer(assessment: Assessment, item_key: str, status: str | None, not
     answer = _get_or_create_answer(assessment, item_key)
     current_version = answer.version if answer.status is not None else 0
     if expected_version is not None and expected_version != current_version:
-        raise AnswerConflict(answer)
+        raise AnswerConflict(answer, author)
     _require_override_note(assessment, item, answer, status, note)
     if answer.status == status and answer.note == note:
         return answer

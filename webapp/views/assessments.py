@@ -283,7 +283,7 @@ def answer(assessment_id: int, item_key: str):
     except (StaleDataError, IntegrityError):  # another save landed first: theirs stands
         db.session.rollback()
         theirs = assessments.answer_for(assessment, item_key)
-        return _respond_item(assessment, item_key, error=str(assessments.AnswerConflict(theirs)),
+        return _respond_item(assessment, item_key, error=str(assessments.AnswerConflict(theirs, current_user)),
                              conflict=theirs, status=409)
     except assessments.AssessmentError as exc:
         db.session.rollback()
