@@ -83,12 +83,17 @@ def test_probe_now_switched_off_in_the_web_and_the_api(client, auth, world, runn
     response = client.post(f"/services/{world.service.id}/probes/run", follow_redirects=True)
     assert response.status_code == 200
     assert "Starting a probe run by hand is switched off" in response.get_data(as_text=True)
+    page = client.get(f"/services/{world.service.id}/probes").get_data(as_text=True)  # said before clicking
+    assert 'disabled aria-describedby="probe-now-off">Probe now</button>' in page
+    assert f'action="/services/{world.service.id}/probes/run"' not in page
     response = client.post("/api/v1/services/core/api/probe-runs", headers=world.headers)
     assert response.status_code == 503 and response.mimetype == "application/problem+json"
     assert "switched off" in response.get_json()["detail"] and response.headers["Retry-After"] == "60"
     assert _count(ProbeRun) == 0
 
     runner.invoke(args=["flags", "set", "probe_now", "on"])
+    assert f'action="/services/{world.service.id}/probes/run"' in client.get(
+        f"/services/{world.service.id}/probes").get_data(as_text=True)
     response = client.post(f"/services/{world.service.id}/probes/run")
     assert response.status_code == 302 and "/probes/runs/" in response.headers["Location"]
 

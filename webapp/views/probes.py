@@ -38,6 +38,7 @@ def show(service_id: int):
         uptime_chart=uptime_bar(history.daily(service.id, "health", days=30),
                                 title="Health checks, day by day over 30 days", width=FULL_CARD_CHART_WIDTH),
         recent_runs=recent_runs, can_edit=can_edit_services(current_user, service.team),
+        probe_now_off=None if flags.enabled("probe_now") else flags.FLAGS["probe_now"].when_off,
         confirm_form=ConfirmForm())
 
 
