@@ -51,6 +51,18 @@ def test_a_single_series_has_no_legend_and_gaps_break_the_line():
     assert str(time_chart([Series("Latency", points)], title="Latency")).count("<polyline") == 1
 
 
+def test_points_minutes_apart_get_labels_that_differ():
+    points = [(START + timedelta(seconds=n * 40), 50.0 + n) for n in range(4)]  # two minutes in all
+    x_labels = [label for label in texts(parse(time_chart([Series("Score", points)], title="Score")))
+                if label.startswith("01 Jan")]
+    assert x_labels[0] == "01 Jan 00:00:00" and x_labels[-1] == "01 Jan 00:02:00"
+    assert len(x_labels) == len(set(x_labels))
+    hour = [(START + timedelta(minutes=n * 20), 50.0) for n in range(4)]  # labels by the minute...
+    hour_labels = [label for label in texts(parse(time_chart([Series("Score", hour)], title="Score")))
+                   if label.startswith("01 Jan")]
+    assert len(hour_labels) == len(set(hour_labels)) == 5  # ...and none twice
+
+
 def test_no_data_says_so():
     assert "no data yet" in time_chart([Series("x", [])], title="Latency")
     assert "no probe results yet" in uptime_bar([], title="Health")

@@ -54,6 +54,8 @@ def _when(value: datetime | date) -> float:
 
 def _date_label(seconds: float, span: float) -> str:
     moment = datetime.fromtimestamp(seconds, UTC)
+    if span <= 600:  # minutes apart: minute labels would repeat
+        return moment.strftime("%d %b %H:%M:%S")
     if span <= 2 * 86400:
         return moment.strftime("%d %b %H:%M")
     return moment.strftime("%d %b %Y") if span > 300 * 86400 else moment.strftime("%d %b")
@@ -100,11 +102,15 @@ def time_chart(series: Sequence[Series], *, title: str, unit: str = "", y_max: f
         parts.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end" fill="{MUTED}">'
                      f"{_num(value)}{escape(unit)}</text>")
     ticks = 1 if span == 0 else 5
-    for n in range(ticks):  # x labels: evenly spaced dates
+    shown = set()
+    for n in range(ticks):  # x labels: evenly spaced dates, none twice
         seconds = start + (span * n / (ticks - 1) if ticks > 1 else 0)
+        if (label := _date_label(seconds, span)) in shown:
+            continue
+        shown.add(label)
         anchor = "start" if n == 0 and ticks > 1 else "end" if n == ticks - 1 and ticks > 1 else "middle"
         parts.append(f'<text x="{x(seconds):.1f}" y="{upper + plot_h + 16}" text-anchor="{anchor}" '
-                     f'fill="{MUTED}">{escape(_date_label(seconds, span))}</text>')
+                     f'fill="{MUTED}">{escape(label)}</text>')
     parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{upper + plot_h}" y2="{upper + plot_h}" '
                  f'stroke="{MUTED}" stroke-width="1"/>')
     for threshold in thresholds:
