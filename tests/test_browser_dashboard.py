@@ -116,6 +116,12 @@ def test_dashboard_filters_sorts_searches_and_pages_keeping_state(page, app):
                              " return t.scrollWidth <= t.clientWidth; })()")
         page.screenshot(path=f"/tmp/preflight-dashboard-{width}.png", full_page=True)
 
+    page.set_viewport_size({"width": 390, "height": 800})  # a phone: every link of the menu in view
+    page.goto(f"{base}/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    edges = page.evaluate("[...document.querySelectorAll('.nav-links a')].map(a => a.getBoundingClientRect().right)")
+    assert edges and max(edges) <= 390, edges
+
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{base}/services/{failing.id}")
     bar = page.locator("svg.uptime-bar")
