@@ -129,3 +129,12 @@ def test_dashboard_filters_sorts_searches_and_pages_keeping_state(page, app):
     assert "of 2,784 checks passed" in bar.get_attribute("aria-label")
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     page.screenshot(path="/tmp/preflight-service.png", full_page=True)
+
+    # A name with no spaces wraps beside the score and the Probe now button; the page never widens.
+    failing.name = "Averyveryverylongservicenamewithoutanyspacesatallthatgoesonandonforeightychars"
+    db.session.commit()
+    for path in (f"/services/{failing.id}", f"/services/{failing.id}/probes"):
+        page.goto(base + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280, path
+        heading, aside = page.locator("h1").bounding_box(), page.locator(".score-block, .card-header form").first
+        assert aside.bounding_box()["y"] < heading["y"] + heading["height"], path  # on the title's rows
