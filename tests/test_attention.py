@@ -119,6 +119,10 @@ def test_each_rule_flags_what_is_true(synced):
 
     assert kinds_for(failing) == ["probe_failing"]
     assert kinds_for(waived) == ["waiver_expired", "waiver_expiring"]
+    problems = [a.problem for a in attention.collect(attention.scope_for(), now=NOW) if a.service_id == waived.id]
+    # Items by their titles; a key no checklist has (readiness_checks_configured) by its words.
+    assert sorted(p.split("”")[0] for p in problems) == ["The waiver for “Health checks configured",
+                                                          "The waiver for “readiness checks configured"]
     assert kinds_for(broken) == ["evidence_broken"]
     assert kinds_for(unowned) == ["ownership"]
     assert kinds_for(stale) == ["assessment_stale"]

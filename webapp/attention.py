@@ -288,7 +288,8 @@ def _failing_probes(scope, names, now, periods, moments) -> list[Attention]:
 
 def _waiver_rows(scope) -> Select:
     current, standing = _standing(scope)
-    return (select(current.service_id, Waiver.id, Waiver.expires_on, Answer.item_key, Answer.assessment_id)
+    return (select(current.service_id, Waiver.id, Waiver.expires_on, Answer.item_key, Answer.assessment_id,
+                   current.checklist_version_id)
             .select_from(Waiver)
             .join(Answer, Waiver.answer_id == Answer.id)
             .join(current, current.id == Answer.assessment_id)
@@ -298,9 +299,11 @@ def _waiver_rows(scope) -> Select:
 
 def _waivers(scope, names, now, periods, moments) -> list[Attention]:
     rows = db.session.execute(_waiver_rows(scope).order_by(Waiver.expires_on), moments)
+    checklists = catalog.checklists_by_version()
     found = []
-    for service_id, _waiver_id, expires_on, item_key, assessment_id in rows:
-        label = item_key.replace("_", " ")
+    for service_id, _waiver_id, expires_on, item_key, assessment_id, version_id in rows:
+        item = checklists[version_id].item(item_key) if version_id in checklists else None
+        label = item.title if item else item_key.replace("_", " ")
         if expires_on < now.date():
             found.append(_make("waiver_expired", service_id, names,
                                f"The waiver for “{label}” expired on {expires_on:%Y-%m-%d}: the gap counts again.",
