@@ -354,3 +354,22 @@ def test_needs_attention_pages_keep_the_filter(client, auth, synced, clock):
     assert 'href="/?attention=1"' in page  # back to page 1, still filtered
     first = client.get("/?attention=1").get_data(as_text=True)
     assert 'href="/?attention=1&amp;page=2"' in first
+
+
+def test_statements_are_kept_per_shape_of_scope_and_each_scope_gets_its_own_rows(synced):
+    first, _ = healthy_service()
+    second, _ = healthy_service()
+    first.oncall_url = second.oncall_url = None  # each has one thing to do
+    db.session.commit()
+    attention._collect_statements.cache_clear()
+
+    def services_of(scope) -> set[int]:
+        return {a.service_id for a in attention.collect(scope, now=NOW)}
+
+    assert services_of(attention.scope_for(team_id=first.team_id)) == {first.id}
+    assert services_of(attention.scope_for(team_id=second.team_id)) == {second.id}  # not the first's rows
+    assert services_of(attention.scope_for(user=second.owner)) == {second.id}
+    assert services_of(attention.scope_for(service_ids=[first.id, second.id])) == {first.id, second.id}
+    assert services_of(attention.scope_for()) >= {first.id, second.id}
+    info = attention._collect_statements.cache_info()
+    assert (info.misses, info.hits) == (4, 1)  # team, user, services, all: built once each

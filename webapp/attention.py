@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import Select, and_, bindparam, case, func, or_, select, true, union_all
+from sqlalchemy import Integer, Select, and_, bindparam, case, func, or_, select, true, union_all
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
 from webapp import catalog
 from webapp.extensions import db
@@ -105,17 +108,33 @@ def _moments(now: datetime, periods) -> dict:
 
 def scope_for(user=None, team_id: int | None = None, service_ids: list[int] | None = None) -> Select:
     """The ids of live services to look at: all, one team's, some services, or those a person
-    owns, backs up or whose team they belong to ("mine")."""
+    owns, backs up or whose team they belong to ("mine"). Its values are named parameters
+    (`scope_team`, `scope_services`, `scope_user`), so statements built on one scope serve
+    every scope of the same shape (`collect` keeps them)."""
+    return _scope(team_id is not None, service_ids is not None, user is not None,
+                  team_id, list(service_ids) if service_ids is not None else None, user.id if user else None)
+
+
+def _scope(by_team: bool, by_services: bool, by_user: bool, team_id=None, service_ids=None, user_id=None) -> Select:
     query = select(Service.id).where(Service.lifecycle != "retired")
-    if team_id is not None:
-        query = query.where(Service.team_id == team_id)
-    if service_ids is not None:
-        query = query.where(Service.id.in_(service_ids))
-    if user is not None:
-        teams = select(Membership.team_id).where(Membership.user_id == user.id)
-        query = query.where(or_(Service.owner_id == user.id, Service.backup_owner_id == user.id,
-                                Service.team_id.in_(teams)))
+    if by_team:
+        query = query.where(Service.team_id == bindparam("scope_team", team_id, type_=Integer))
+    if by_services:
+        query = query.where(Service.id.in_(bindparam("scope_services", service_ids, expanding=True)))
+    if by_user:
+        user = bindparam("scope_user", user_id, type_=Integer)
+        teams = select(Membership.team_id).where(Membership.user_id == user)
+        query = query.where(or_(Service.owner_id == user, Service.backup_owner_id == user, Service.team_id.in_(teams)))
     return query
+
+
+def _scope_values(scope: Select) -> dict:
+    """The named values `scope_for` put in a scope."""
+    return {node.key: node.value for node in visitors.iterate(scope)
+            if isinstance(node, BindParameter) and node.key in _SCOPE_KEYS}
+
+
+_SCOPE_KEYS = ("scope_team", "scope_services", "scope_user")
 
 
 def current_assessments(scope: Select):
@@ -153,22 +172,37 @@ def _within(scope: Select):
     return scope.whereclause if scope.whereclause is not None else true()
 
 
-def _names(scope: Select) -> dict[int, tuple[str, str]]:
-    rows = db.session.execute(select(Service.id, Service.name, Team.name).join(Team)
-                              .where(Service.id.in_(scope)))
-    return {service_id: (name, team) for service_id, name, team in rows}
+def _names_rows(scope: Select) -> Select:
+    return select(Service.id, Service.name, Team.name).join(Team).where(Service.id.in_(scope))
+
+
+@functools.lru_cache(maxsize=32)
+def _collect_statements(shape: frozenset[str], periods) -> tuple[Select, list[tuple[Select, Callable]]]:
+    """The names statement and each rule's (statement, handler) for scopes of one shape, built
+    once per process: building them was half of a /attention request at 1,000 services."""
+    scope = _scope("scope_team" in shape, "scope_services" in shape, "scope_user" in shape)
+    rules = [(_condition_rows(scope).order_by(Condition.due_on), _overdue_conditions),
+             (_probe_rows(scope).order_by(ServiceCheck.service_id, ServiceCheck.kind), _failing_probes),
+             (_waiver_rows(scope).order_by(Waiver.expires_on), _waivers),
+             (_broken_evidence_rows(scope), _broken_evidence),
+             (_ownership_rows(scope), _ownership),
+             (_stale_assessment_rows(scope), _stale_assessments),
+             (_stale_evidence_rows(scope, periods), _stale_evidence),
+             (_runbook_rows(scope), _runbooks)]
+    return _names_rows(scope), rules
 
 
 def collect(scope: Select, now: datetime | None = None) -> list[Attention]:
     """Everything that needs attention among the services in `scope`, most urgent kind first."""
     now = now or utcnow()
-    names = _names(scope)
+    values = _scope_values(scope)
     periods = _periods()
-    moments = _moments(now, periods)
+    params = _moments(now, periods) | values
+    names_statement, rules = _collect_statements(frozenset(values), periods)
+    names = {service_id: (name, team) for service_id, name, team in db.session.execute(names_statement, params)}
     found: list[Attention] = []
-    for rule in (_overdue_conditions, _failing_probes, _waivers, _broken_evidence, _ownership, _stale_assessments,
-                 _stale_evidence, _runbooks):
-        found.extend(rule(scope, names, now, periods, moments))
+    for statement, handle in rules:
+        found.extend(handle(db.session.execute(statement, params), names, now))
     order = {kind: n for n, kind in enumerate(KINDS)}
     return sorted(found, key=lambda a: (order[a.kind], a.team_name.lower(), a.service_name.lower()))
 
@@ -252,8 +286,7 @@ def _condition_rows(scope) -> Select:
             .where(Condition.service_id.in_(scope), Condition.done_at.is_(None), Condition.due_on < _TODAY))
 
 
-def _overdue_conditions(scope, names, now, periods, moments) -> list[Attention]:
-    rows = db.session.execute(_condition_rows(scope).order_by(Condition.due_on), moments)
+def _overdue_conditions(rows, names, now) -> list[Attention]:
     return [_make("condition_overdue", service_id, names,
                   f"A sign-off condition was due {due_on:%Y-%m-%d}: “{text[:120]}”.",
                   "Do it and mark it done on the service page.", "services.show", due_on,
@@ -269,8 +302,7 @@ def _probe_rows(scope) -> Select:
             .where(_within(scope), ServiceCheck.outcome.in_(("fail", "error"))))
 
 
-def _failing_probes(scope, names, now, periods, moments) -> list[Attention]:
-    rows = db.session.execute(_probe_rows(scope).order_by(ServiceCheck.service_id, ServiceCheck.kind))
+def _failing_probes(rows, names, now) -> list[Attention]:
     by_service: dict[int, list] = defaultdict(list)
     for service_id, kind, outcome, changed_at in rows:
         by_service[service_id].append((kind, outcome, changed_at))
@@ -297,8 +329,7 @@ def _waiver_rows(scope) -> Select:
                    Answer.status.in_(("not_met", "partial"))))
 
 
-def _waivers(scope, names, now, periods, moments) -> list[Attention]:
-    rows = db.session.execute(_waiver_rows(scope).order_by(Waiver.expires_on), moments)
+def _waivers(rows, names, now) -> list[Attention]:
     checklists = catalog.checklists_by_version()
     found = []
     for service_id, _waiver_id, expires_on, item_key, assessment_id, version_id in rows:
@@ -329,8 +360,7 @@ def _broken_evidence_rows(scope) -> Select:
             .group_by(current.service_id, Answer.assessment_id))
 
 
-def _broken_evidence(scope, names, now, periods, moments) -> list[Attention]:
-    rows = db.session.execute(_broken_evidence_rows(scope))
+def _broken_evidence(rows, names, now) -> list[Attention]:
     return [_make("evidence_broken", service_id, names,
                   f"{n} evidence link{'s' if n > 1 else ''} did not answer when last checked.",
                   "Replace or remove the broken links.", "assessments.show", since,
@@ -344,8 +374,7 @@ def _ownership_rows(scope) -> Select:
                    or_(Service.owner_id.is_(None), Service.backup_owner_id.is_(None), Service.oncall_url.is_(None))))
 
 
-def _ownership(scope, names, now, periods, moments) -> list[Attention]:
-    rows = db.session.execute(_ownership_rows(scope))
+def _ownership(rows, names, now) -> list[Attention]:
     found = []
     for service_id, owner, backup, oncall in rows:
         missing = [what for what, value in (("owner", owner), ("backup owner", backup),
@@ -366,9 +395,8 @@ def _stale_assessment_rows(scope) -> Select:
     return select(Service.id, newest.label("at")).where(_within(scope), ~recent.exists())
 
 
-def _stale_assessments(scope, names, now, periods, moments) -> list[Attention]:
+def _stale_assessments(rows, names, now) -> list[Attention]:
     stale_days, _ = _settings()
-    rows = db.session.execute(_stale_assessment_rows(scope), moments)
     found = []
     for service_id, at in rows:
         if at is None:
@@ -399,9 +427,9 @@ def _stale_evidence_rows(scope, periods) -> Select:
                    Evidence.added_at < _reattest_before(periods, current.checklist_version_id, Answer.item_key)))
 
 
-def _stale_evidence(scope, names, now, periods, moments) -> list[Attention]:
+def _stale_evidence(rows, names, now) -> list[Attention]:
     stale: dict[tuple[int, int], list[datetime]] = defaultdict(list)
-    for service_id, assessment_id, added_at in db.session.execute(_stale_evidence_rows(scope, periods), moments):
+    for service_id, assessment_id, added_at in rows:
         stale[(service_id, assessment_id)].append(added_at)
     return [_make("evidence_stale", service_id, names,
                   f"{len(dates)} evidence link{'s' if len(dates) > 1 else ''} older than the item's "
@@ -430,8 +458,7 @@ def _runbook_rows(scope) -> Select:
             .where(_within(scope), func.coalesce(due, Service.runbook_url.is_(None))))
 
 
-def _runbooks(scope, names, now, periods, moments) -> list[Attention]:
-    rows = db.session.execute(_runbook_rows(scope), moments)
+def _runbooks(rows, names, now) -> list[Attention]:
     found = []
     for service_id, _url, created_at, reviewed_at in rows:
         if created_at is None:
