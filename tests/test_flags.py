@@ -103,6 +103,8 @@ def test_api_writes_switched_off_reads_go_on(client, world, runner):
     response = client.post("/api/v1/teams", json={"name": "Payments"}, headers=world.headers)
     assert response.status_code == 503 and "reading still works" in response.get_json()["detail"]
     assert client.get("/api/v1/teams", headers=world.headers).status_code == 200
+    verify = client.post("/api/v1/reports/verify", json={"sha256": "0" * 64}, headers=world.headers)
+    assert verify.status_code == 200 and verify.get_json()["match"] is False  # a POST that changes nothing
     runner.invoke(args=["flags", "set", "api_writes", "on"])
     assert client.post("/api/v1/teams", json={"name": "Payments"}, headers=world.headers).status_code == 201
 

@@ -234,6 +234,9 @@ def test_the_api_verifies_a_real_signed_report(client, signed):
     body = client.post("/api/v1/reports/verify", data=bytes(flipped), content_type="application/pdf",
                        headers=headers).get_json()
     assert body["match"] is False
+    for junk in (b"", b"hello, not a pdf"):  # nothing to check: said so, not "checked"
+        response = client.post("/api/v1/reports/verify", data=junk, content_type="application/pdf", headers=headers)
+        assert response.status_code == 422 and "not a PDF" in response.get_json()["detail"]
 
 
 def test_demo_seed_stores_signed_reports_for_the_latest_sign_offs(app):

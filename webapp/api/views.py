@@ -54,8 +54,10 @@ bp.before_request(authenticate_request)
 
 @bp.before_request
 def writes_switched_on() -> None:
-    """The `api_writes` kill switch (webapp/flags.py): reads go on, changes answer 503."""
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not flags.enabled("api_writes"):
+    """The `api_writes` kill switch (webapp/flags.py): reads go on, changes answer 503.
+    Verifying a report is a POST (it sends the file) but changes nothing: it goes on too."""
+    if (request.method not in ("GET", "HEAD", "OPTIONS") and request.endpoint != "api.verify_report"
+            and not flags.enabled("api_writes")):
         raise ApiProblem(503, flags.FLAGS["api_writes"].when_off, kind="switched-off",
                          title="Switched off", headers={"Retry-After": "60"})
 
@@ -803,6 +805,9 @@ def verify_report(body):
     from webapp import reports
 
     if isinstance(body, bytes):
+        if not body.startswith(b"%PDF-"):
+            raise ApiProblem(422, "The body is not a PDF (it does not start with %PDF-): send the report file "
+                                  "itself, or its SHA-256 as JSON.", kind="validation", title="Not a PDF")
         digest = hashlib.sha256(body).hexdigest()
         verdict = reports.verify_pdf(body)
         checked = True
