@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from tests.factories import MembershipFactory, UserFactory
 from webapp import accounts, assessments, catalog
 from webapp.extensions import db
-from webapp.models import Invitation, Service, Team, User
+from webapp.models import Evidence, Invitation, Service, Team, User
 
 
 @pytest.fixture
@@ -54,6 +54,24 @@ def test_a_url_no_probe_or_person_can_use_is_refused_and_its_secret_is_not_kept(
     response = register(client, maintainer.team, **{field: url})
     assert response.status_code == 400 and why in response.get_data(as_text=True)
     assert db.session.scalar(select(func.count()).select_from(Service)) == 0
+
+
+def test_evidence_and_runbook_links_refuse_what_probes_never_fetch(client, maintainer):
+    """Link checks fetch evidence and the external runbook: the same addresses are refused."""
+    assert register(client, maintainer.team).status_code == 302
+    service = db.session.scalar(select(Service))
+    response = client.post(f"/services/{service.id}/runbook/link",
+                           data={"link-runbook_url": "http://169.254.169.254/latest/meta-data/"})
+    assert response.status_code == 400 and "Probes never fetch this address" in response.get_data(as_text=True)
+    catalog.sync(force=True)
+    assessment = assessments.start_assessment(service, catalog.latest_version("production-readiness"),
+                                              maintainer.user)
+    db.session.commit()
+    response = client.post(f"/assessments/{assessment.id}/items/structured_logging/evidence",
+                           data={"url": "http://metadata.google.internal/computeMetadata/v1/", "title": "x"},
+                           headers={"HX-Request": "true"})
+    assert "Probes never fetch this address" in response.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(Evidence)) == 0
 
 
 def test_private_and_named_probe_urls_are_left_to_the_probe(client, maintainer):

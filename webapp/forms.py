@@ -88,8 +88,8 @@ def probe_target(form, field) -> None:
         if ip_reason is not None and AddressPolicy().is_always_blocked(host):
             reason = ip_reason.removesuffix("; always blocked")
     if reason is not None:
-        raise ValidationError(f"Probes never fetch this address: {reason}. Probes refuse it to protect "
-                              "cloud credentials; use the address the service is reached at.")
+        raise ValidationError(f"Probes never fetch this address: {reason}. They refuse it to protect "
+                              "cloud credentials; use the address people reach it at.")
 
 
 def choices(pairs) -> list[SelectChoice]:
@@ -253,7 +253,7 @@ class AnswerForm(FlaskForm):
 
 
 class EvidenceForm(FlaskForm):
-    url = StringField("Link", validators=[DataRequired(), Length(max=URL_MAX), http_url])
+    url = StringField("Link", validators=[DataRequired(), Length(max=URL_MAX), http_url, probe_target])  # link checks fetch it
     title = StringField("Title", validators=[Length(max=200)], filters=[_strip])
 
 
@@ -278,7 +278,7 @@ class RunbookForm(FlaskForm):
 
 
 class RunbookLinkForm(FlaskForm):
-    runbook_url = url_field("External runbook URL")
+    runbook_url = url_field("External runbook URL", probed=True)  # the runbook_link check fetches it
 
 
 class HandOverForm(FlaskForm):

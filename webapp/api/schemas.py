@@ -308,7 +308,7 @@ class AnswerOut(Output):
 
 
 class EvidenceIn(Input):
-    url: Url
+    url: ProbeUrl  # the link check fetches it
     title: Annotated[Text, StringConstraints(max_length=200)] = ""
 
 
