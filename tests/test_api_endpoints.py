@@ -148,6 +148,18 @@ def test_update_service_changes_only_sent_fields(client, ctx):
     cleared = client.patch("/api/v1/services/core/api", json={"oncall_url": None},
                            headers={**ctx.headers, "If-Match": response.headers["ETag"]})
     assert cleared.status_code == 200 and cleared.get_json()["oncall_url"] is None
+    # A PATCH that changes nothing writes nothing: the ETag others hold stays good.
+    same = client.patch("/api/v1/services/core/api", json={"tier": 1}, headers={**ctx.headers, "If-Match": "*"})
+    assert same.status_code == 200 and same.headers["ETag"] == cleared.headers["ETag"]
+    empty = client.patch("/api/v1/services/core/api", json={}, headers={**ctx.headers, "If-Match": "*"})
+    assert empty.headers["ETag"] == cleared.headers["ETag"]
+    # Retired through the lifecycle field: dated like POST …/retire does.
+    retired = client.patch("/api/v1/services/core/api", json={"lifecycle": "retired"},
+                           headers={**ctx.headers, "If-Match": cleared.headers["ETag"]})
+    assert retired.get_json()["retired_at"] is not None
+    created = client.post("/api/v1/teams/core/services", headers=ctx.headers,
+                          json={"name": "Old batch", "lifecycle": "retired"})
+    assert created.status_code == 201 and created.get_json()["retired_at"] is not None
 
 
 def test_retire_service(client, ctx):

@@ -143,7 +143,7 @@ def register_service(team: Team, values: dict, actor: User) -> Service:
     _check_slug(team, values["slug"], None)
     _check_owners(values)
     service = Service(team_id=team.id, next_probe_at=first_probe_at(values.get("probe_interval_minutes")),
-                      **values)
+                      retired_at=utcnow() if values.get("lifecycle") == "retired" else None, **values)
     db.session.add(service)
     db.session.flush()
     for field in ("owner_id", "backup_owner_id"):

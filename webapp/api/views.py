@@ -446,8 +446,8 @@ def update_service(team: str, service: str, body: s.ServicePatch):
     """Only the fields sent change. Needs If-Match: a concurrent edit gets 412, never overwritten."""
     row = load_service(team, service, for_update=True)
     allow_edit(row.team)
-    check_if_match(etag_of(service_out(row)))
-    claim_unchanged(Service, row.id, updated_at=row.updated_at)
+    current = service_out(row)
+    check_if_match(etag_of(current))
     values = {name: getattr(row, name) for name in registry.SERVICE_FIELDS}
     sent = body.model_dump(include=body.model_fields_set - {"owner", "backup_owner"})
     for required in ("name", "slug", "tier", "lifecycle", "probe_interval_minutes"):
@@ -457,6 +457,11 @@ def update_service(team: str, service: str, body: s.ServicePatch):
     values.update(sent)
     values["description"] = values.get("description") or ""
     values.update(_owner_ids(body))
+    if all(getattr(row, name) == value for name, value in values.items()):
+        # Nothing changes: no write, the same ETag (a new one gave other clients a false 412).
+        return Reply(current, headers={"ETag": etag_of(current),
+                                       "Location": url_for("api.get_service", team=row.team.slug, service=row.slug)})
+    claim_unchanged(Service, row.id, updated_at=row.updated_at)
     try:
         registry.update_service(row, values, principal().user)
     except registry.RegistryError as exc:
