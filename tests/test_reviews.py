@@ -326,6 +326,24 @@ def test_conditions_need_owner_and_future_due_date(client, auth, cast):
     assert '<details class="form-details" open>' in page
 
 
+def test_retiring_a_service_withdraws_its_review_from_every_queue(client, auth, cast):
+    assessment = _submitted(cast)
+    _as(client, auth, cast.sre)
+    assert assessment in reviews.queue_for(cast.sre)
+    _as(client, auth, cast.owner)
+    assert client.post(f"/services/{cast.service.id}/retire").status_code == 302
+    withdrawn = _fresh(Assessment, assessment.id)
+    assert withdrawn.state == "draft"
+    assert reviews.queue_for(_fresh(User, cast.sre.id)) == []
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "assessment.withdraw"))
+    assert event.object_id == assessment.id and event.before == {"state": "in_review"}
+    withdrawn.state = "in_review"  # however it got back there: a retired service is not signed off
+    db.session.commit()
+    _as(client, auth, cast.sre)
+    response = _decide(client, assessment.id, "sre")
+    assert response.status_code == 400 and "This service is retired" in response.get_data(as_text=True)
+
+
 def test_the_review_page_lists_waiver_requests_still_undecided(client, auth, cast):
     assessment = answered_assessment(cast.service, cast.member)
     assessments.record_answer(assessment, ITEM, "not_met", "", cast.member,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from webapp import audit
 from webapp.extensions import db
-from webapp.models import Membership, OwnershipChange, Service, Team, User, utcnow
+from webapp.models import Assessment, Membership, OwnershipChange, Service, Team, User, utcnow
 
 SERVICE_FIELDS = (
     "name", "slug", "description", "tier", "lifecycle", "owner_id", "backup_owner_id",
@@ -167,6 +167,7 @@ def update_service(service: Service, values: dict, actor: User) -> None:
         setattr(service, key, value)
     if service.lifecycle == "retired" and service.retired_at is None:
         service.retired_at = utcnow()
+        _withdraw_reviews(service, actor)
     elif service.lifecycle != "retired":
         service.retired_at = None
     after = audit.snapshot(service, SERVICE_FIELDS)
@@ -186,7 +187,19 @@ def retire_service(service: Service, actor: User) -> None:
     service.retired_at = utcnow()
     audit.record(actor, "service.retire", service, before=before, after={"lifecycle": "retired"},
                  service_id=service.id, team_id=service.team_id)
+    _withdraw_reviews(service, actor)
     db.session.flush()
+
+
+def _withdraw_reviews(service: Service, actor: User) -> None:
+    """A retired service is no longer assessed: a review in progress goes back to draft (kept,
+    with its history), out of every reviewer's queue."""
+    for assessment in db.session.scalars(select(Assessment).where(Assessment.service_id == service.id,
+                                                                  Assessment.state == "in_review")):
+        assessment.state = "draft"
+        audit.record(actor, "assessment.withdraw", assessment, before={"state": "in_review"},
+                     after={"state": "draft", "why": "the service was retired"},
+                     service_id=service.id, team_id=service.team_id)
 
 
 def _record_owner_change(service: Service, field: str, old: int | None, new: int | None,

@@ -95,6 +95,8 @@ def why_not(user: User, role: str, assessment: Assessment,
     """Why `user` may not decide for `role` now, or None if they may."""
     if assessment.state != "in_review":
         return "Only an assessment in review can be signed off."
+    if assessment.service.lifecycle == "retired":
+        return "This service is retired: nothing of it is signed off any more."
     if role not in required_roles(assessment):
         return f"“{role}” is not a sign-off role for tier {assessment.service.tier} services."
     if not holds_role(user, role, assessment.service, maintained):

@@ -15,7 +15,7 @@ KINDS = {
     "owners": ("Owners", ("service.hand_over",)),
     "runbook": ("Runbook", ("runbook.",)),
     "waivers": ("Waivers", ("waiver.",)),
-    "reviews": ("Reviews and sign-off", ("assessment.submit", "assessment.sign", "assessment.reject",
+    "reviews": ("Reviews and sign-off", ("assessment.submit", "assessment.sign", "assessment.reject", "assessment.withdraw",
                                          "signoff.", "review.", "report.", "condition.")),
     "service": ("Service", ("service.create", "service.update", "service.retire")),
 }
@@ -104,6 +104,8 @@ def describe(event: AuditEvent, titles: dict[str, str] | None = None) -> str:
         return "A newer sign-off superseded an assessment."
     if action == "assessment.reject":
         return "Sent an assessment back to draft."
+    if action == "assessment.withdraw":
+        return "Withdrew an assessment from review: the service was retired."
     if action == "condition.done":
         return f"Completed the sign-off condition “{after.get('text', '')}”."
     return action.replace(".", ": ").replace("_", " ").capitalize() + "."
