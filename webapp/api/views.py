@@ -475,7 +475,7 @@ def update_service(team: str, service: str, body: s.ServicePatch):
 @api.operation("POST", "/services/<team>/<service>/retire", summary="Retire a service", tag="Services",
                scope="write", response=s.ServiceOut, errors=(409,), etag=True)
 def retire_service(team: str, service: str):
-    """It stays, with its history, but is no longer probed or assessed."""
+    """It stays, with its history, but is no longer probed or assessed; a review in progress goes back to draft."""
     row = load_service(team, service, for_update=True)
     allow_edit(row.team)
     try:
