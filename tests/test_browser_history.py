@@ -68,3 +68,9 @@ def test_admin_offboards_a_leaver(page):
     assert page.locator("text=1 service handed over; Lea Ving's account is disabled.").count() == 1
     page.goto(f"{page.base}/services/{service.id}/owners")
     assert page.locator("td", has_text="Hugo Heir").count() >= 1
+    # The people table fits its card at a laptop's width: Status and Offboard are not cut off.
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{page.base}/admin/users")
+    wrap = page.evaluate("(() => { const t = document.querySelector('.users-table').parentNode;"
+                         " return [t.scrollWidth, t.clientWidth]; })()")
+    assert wrap[0] <= wrap[1], wrap
