@@ -79,6 +79,17 @@ def test_submit_sign_off_in_meeting_mode_download_and_verify(page, tmp_path):
     after = next(ident for ident, gaps in slides[calm:] if gaps == "true")
     assert page.locator(".slide.is-current").get_attribute("id") == after
     page.keyboard.press("g")
+    # Space moves on, except on a focused control: there it opens or presses it, as everywhere.
+    page.goto(f"{page.base}/assessments/{assessment.id}/meeting")
+    page.reload()
+    page.keyboard.press("Space")
+    assert page.locator(".slide.is-current").get_attribute("id") == slides[1][0]
+    page.keyboard.press("End")
+    summary = page.locator(".slide.is-current summary").first
+    summary.focus()
+    page.keyboard.press("Space")
+    assert summary.evaluate("s => s.parentNode.open") is True
+    assert page.locator(".slide.is-current").get_attribute("id") == slides[-1][0]
     _sign_in_meeting(page, assessment.id, "owner", "Olive, Sam, Mo")
     page.locator("text=Your decision as “owner” is recorded").wait_for()
     page.screenshot(path="/tmp/preflight-meeting-decision.png")

@@ -63,6 +63,8 @@
         return;
       }
       if (typing(event.target)) return;
+      // Space presses a focused button or link and opens a focused <summary>, as everywhere.
+      if (event.key === " " && event.target.closest && event.target.closest("button, a[href], summary")) return;
       if (event.key === "ArrowRight" || event.key === "PageDown" || event.key === " ") {
         event.preventDefault();
         show(current + 1);
