@@ -214,31 +214,27 @@ class DashboardRow:
     attention_items: int | None = None  # things on the needs-attention list; None: not counted
 
     @property
+    def shown(self) -> WorkingAssessment | SignedOff | None:
+        """The assessment the service stands at now: the open one if there is one, else the
+        last signed-off one, else None (not assessed). Verdict, score, answered share and
+        blockers are its."""
+        return self.working if self.working is not None else self.signed_off
+
+    @property
     def verdict(self) -> str | None:
-        """What the service stands at now: the open assessment's verdict if there is one,
-        else the last signed-off verdict, else None (not assessed)."""
-        if self.working is not None:
-            return self.working.verdict
-        return self.signed_off.verdict if self.signed_off else None
+        return self.shown.verdict if self.shown else None
 
     @property
     def score(self) -> float | None:
-        if self.working is not None:
-            return self.working.score
-        return self.signed_off.score if self.signed_off else None
+        return self.shown.score if self.shown else None
 
     @property
     def answered_pct(self) -> float | None:
-        """Of the assessment the verdict is from: the open one, else the signed-off one."""
-        if self.working is not None:
-            return self.working.answered_pct
-        return self.signed_off.answered_pct if self.signed_off else None
+        return self.shown.answered_pct if self.shown else None
 
     @property
     def blocker_count(self) -> int | None:
-        if self.working is not None:
-            return self.working.blocker_count
-        return self.signed_off.blocker_count if self.signed_off else None
+        return self.shown.blocker_count if self.shown else None
 
     @property
     def last_assessed(self) -> datetime | None:

@@ -199,13 +199,15 @@ class Service(db.Model):
     @property
     def probe_urls(self) -> dict[str, str]:
         """The configured probe targets, by check kind."""
-        urls = {
-            "health": self.health_url,
-            "readiness": self.readiness_url,
-            "deep_health": self.deep_health_url,
-            "metrics": self.metrics_url,
-        }
-        return {kind: url for kind, url in urls.items() if url}
+        return probe_urls(self)
+
+
+PROBED_URL_KINDS = ("health", "readiness", "deep_health", "metrics")  # each read from `<kind>_url`
+
+
+def probe_urls(service) -> dict[str, str]:
+    """The configured probe targets of a Service, or of a row with its `<kind>_url` columns."""
+    return {kind: url for kind in PROBED_URL_KINDS if (url := getattr(service, f"{kind}_url"))}
 
 
 class OwnershipChange(db.Model):

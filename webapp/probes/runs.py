@@ -33,6 +33,7 @@ from webapp.models import (
     RunbookRevision,
     Service,
     ServiceCheck,
+    probe_urls,
     utcnow,
 )
 from webapp.probes.fetch import AddressPolicy, Fetcher, FetchLimits
@@ -64,8 +65,7 @@ TARGET_COLUMNS = (Service.health_url, Service.readiness_url, Service.deep_health
 
 def network_targets(service) -> list[tuple[str, str]]:
     """(kind, url) pairs to fetch for a service, from the URLs its team registered."""
-    targets = [(kind, url) for kind in ("health", "readiness", "deep_health", "metrics")
-               if (url := getattr(service, f"{kind}_url"))]
+    targets = list(probe_urls(service).items())
     if service.base_url:
         targets.append(("https", service.base_url))
         targets.append(("security_headers", service.base_url))
@@ -87,18 +87,6 @@ def check_options(service, kind: str) -> dict:
     return {}
 
 
-def record_checks(service: Service) -> list[CheckResult]:
-    """Checks answered from Preflight's own data: a reviewed runbook (or an external one that
-    answers, as fetched earlier in the same run) and an on-call rotation."""
-    link_outcome = None
-    if service.runbook_url:
-        link_outcome = db.session.scalar(
-            select(ProbeResult.outcome).where(ProbeResult.service_id == service.id,
-                                              ProbeResult.kind == "runbook_link")
-            .order_by(ProbeResult.started_at.desc(), ProbeResult.id.desc()).limit(1))
-    return _record_results(service, runbooks.current(service), link_outcome)
-
-
 def _record_results(service, revision, link_outcome: str | None) -> list[CheckResult]:
     outcome, explanation = runbooks.presence(service, revision, link_outcome)
     results = [CheckResult("runbook_present", service.runbook_url or "", outcome, explanation)]
@@ -110,9 +98,10 @@ def _record_results(service, revision, link_outcome: str | None) -> list[CheckRe
 
 
 def record_checks_many(service_ids: Iterable[int]) -> dict[int, list[CheckResult]]:
-    """`record_checks` for several services in three queries, whatever their number. The
-    external runbook's last outcome comes from the read model, which the sweep updated with
-    this run's `runbook_link` result before the services finish."""
+    """The checks answered from Preflight's own data (a reviewed runbook, or an external one
+    that answers; an on-call rotation) for several services in three queries, whatever their
+    number. The external runbook's last outcome comes from the read model, which the sweep
+    updated with this run's `runbook_link` result before the services finish."""
     ids = sorted(set(service_ids))
     services = db.session.execute(select(Service.id, Service.runbook_url, Service.oncall_url)
                                   .where(Service.id.in_(ids))).all()
@@ -260,10 +249,13 @@ _INSERT_RESULTS_POSTGRESQL = text(
 
 def _insert_results_postgresql(rows: list[dict]) -> list[int]:
     """Insert result rows on PostgreSQL; their ids in row order."""
-    document = json.dumps([{**row, "started_at": row["started_at"].isoformat(),
-                            "finished_at": row["finished_at"].isoformat(), "n": n}
-                           for n, row in enumerate(rows)])
+    document = _json_document([{**row, "n": n} for n, row in enumerate(rows)])
     return sorted(db.session.execute(_INSERT_RESULTS_POSTGRESQL, {"rows": document}).scalars())
+
+
+def _json_document(rows: list[dict]) -> str:
+    """Rows for `json_to_recordset`: timestamps as ISO 8601, which PostgreSQL reads as TIMESTAMPTZ."""
+    return json.dumps(rows, default=datetime.isoformat)
 
 
 # Every result moves its ServiceCheck: as one statement over a JSON document, like the
@@ -316,9 +308,7 @@ def store_results(batch: list[tuple[RunRef, CheckResult]]) -> None:
     if added:
         db.session.execute(checks.insert(), added)
     if moved and db.engine.dialect.name == "postgresql":
-        db.session.execute(_MOVE_CHECKS_POSTGRESQL, {"rows": json.dumps([
-            {**row, "new_checked": row["new_checked"].isoformat(), "new_changed": row["new_changed"].isoformat()}
-            for row in moved])})
+        db.session.execute(_MOVE_CHECKS_POSTGRESQL, {"rows": _json_document(moved)})
     elif moved:
         db.session.execute(checks.update().where(checks.c.id == bindparam("check_id")).values(
             outcome=bindparam("new_outcome"), result_id=bindparam("new_result"),
@@ -388,11 +378,6 @@ def latest_results(service: Service) -> dict[str, ProbeResult]:
         rows = db.session.scalars(select(ProbeResult).join(newest, newest.c.id == ProbeResult.id)
                                   .where(newest.c.rank == 1)).all()
     return {row.kind: row for row in sorted(rows, key=lambda r: r.kind)}
-
-
-def apply_to_assessments(service: Service) -> int:
-    """`apply_to_services` for one service."""
-    return apply_to_services([service.id])
 
 
 def apply_to_services(service_ids: Iterable[int]) -> int:

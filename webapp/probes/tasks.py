@@ -4,7 +4,8 @@ Jobs are the callers here, so they own the commits, and they keep transactions s
 sweep commits results in batches while it runs and does the services' bookkeeping in
 batches as their last results come in, so a person's save is never blocked for long, and
 a conflict (someone saved the same answer, SQLite busy) costs that one service: its batch
-is redone service by service. Every run ends finished: a run that could not finish is closed with an error.
+is redone service by service. Every run ends finished: a run that could not finish is
+closed with an error.
 
 The sweep and the roll-up hold an expiring database lock (webapp/probes/locks.py) instead
 of Huey's `lock_task`, which stayed held forever when a worker was killed mid-sweep.
@@ -83,6 +84,12 @@ def sweep_lock_ttl() -> timedelta:
     return timedelta(seconds=max(60, 6 * current_app.config["PROBE_DEADLINE_SECONDS"]))
 
 
+def _batches(items: list, size: int) -> Iterator[list]:
+    """`items` in consecutive slices of `size` (the last one shorter): a transaction each."""
+    for first in range(0, len(items), size):
+        yield items[first:first + size]
+
+
 @contextmanager
 def _own_session():
     """The sweep works in a session of its own (a fresh app context) that holds no ORM
@@ -105,8 +112,8 @@ def probe_service_ids(service_ids: list[int], trigger: str, lease: locks.Lease |
     db.session.commit()
     run_ids = []
     with _own_session():
-        for first in range(0, len(service_ids), START_BATCH):
-            run_ids += [ref.id for ref in runs.start_runs(service_ids[first:first + START_BATCH], trigger)]
+        for batch in _batches(service_ids, START_BATCH):
+            run_ids += [ref.id for ref in runs.start_runs(batch, trigger)]
             db.session.commit()
     complete_runs(run_ids, lease)
     return run_ids
@@ -165,8 +172,7 @@ def _finishing(run_ids: list[int]) -> Iterator[None]:
     (the sweep lets its event loop run there). On a conflict (SQLite busy, two sweeps at
     once, a person's save) the batch is redone service by service, so a conflict costs one
     service, never the others."""
-    for first in range(0, len(run_ids), FINISH_BATCH):
-        batch = run_ids[first:first + FINISH_BATCH]
+    for batch in _batches(run_ids, FINISH_BATCH):
         try:
             drafts = runs.finish_runs(batch)
             db.session.commit()
@@ -178,8 +184,8 @@ def _finishing(run_ids: list[int]) -> Iterator[None]:
                 yield
             continue
         yield
-        for first_draft in range(0, len(drafts), ANSWER_BATCH):
-            _answer_batch(drafts[first_draft:first_draft + ANSWER_BATCH])
+        for answers in _batches(drafts, ANSWER_BATCH):
+            _answer_batch(answers)
             yield
 
 
@@ -335,8 +341,8 @@ class Sweep:
         """Store the results in hand and finish the services whose last result is in,
         yielding after each transaction."""
         taken, self.pending[:] = self.pending[:], []
-        for first in range(0, len(taken), BATCH_ROWS):
-            _store_batch(taken[first:first + BATCH_ROWS])
+        for batch in _batches(taken, BATCH_ROWS):
+            _store_batch(batch)
             yield
         done = []
         for ref, _result in taken:

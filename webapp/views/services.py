@@ -138,7 +138,7 @@ _HEADLINED_CATEGORIES = (
 def _category_chart(row: dashboard.DashboardRow | None, history: list[Assessment], categories: dict | None):
     """Category scores of the assessment the page headlines (working, else signed off), from
     its latest snapshot: stored, not recomputed."""
-    shown = row and (row.working or row.signed_off)
+    shown = row and row.shown
     assessment = next((a for a in history if shown and a.id == shown.id), None)
     if assessment is None:
         return None
