@@ -146,15 +146,10 @@ def test_a_sweep_collects_garbage_less_often_and_restores_the_collector_after(mo
     assert gc.get_threshold() == before
 
 
-def test_a_sweep_asks_for_every_health_url_before_anything_else(monkeypatch, targets, world):
-    """Health URLs are the ones that hang: their first requests go out first, so a hanging
-    one starts its deadline at the start of the sweep, not behind the other requests."""
+def _record_fetches(monkeypatch) -> list[str]:
+    """The URLs the fetcher is asked for from now on, in the order asked."""
     from webapp.probes.fetch import Fetcher
 
-    _, first, _ = world
-    services = [ServiceFactory(team=first.team, health_url=targets.url(f"/health?s={n}"), base_url=None,
-                               metrics_url=targets.url(f"/metrics?s={n}")) for n in range(3)]
-    db.session.commit()
     asked, fetch = [], Fetcher.fetch
 
     async def recording(self, url, **kwargs):
@@ -162,6 +157,17 @@ def test_a_sweep_asks_for_every_health_url_before_anything_else(monkeypatch, tar
         return await fetch(self, url, **kwargs)
 
     monkeypatch.setattr(Fetcher, "fetch", recording)
+    return asked
+
+
+def test_a_sweep_asks_for_every_health_url_before_anything_else(monkeypatch, targets, world):
+    """Health URLs are the ones that hang: their first requests go out first, so a hanging
+    one starts its deadline at the start of the sweep, not behind the other requests."""
+    _, first, _ = world
+    services = [ServiceFactory(team=first.team, health_url=targets.url(f"/health?s={n}"), base_url=None,
+                               metrics_url=targets.url(f"/metrics?s={n}")) for n in range(3)]
+    db.session.commit()
+    asked = _record_fetches(monkeypatch)
     probe_services(services, "schedule")
     assert [url.split("/")[-1] for url in asked[:6]] == [
         "health?s=0", "health?s=1", "health?s=2", "metrics?s=0", "metrics?s=1", "metrics?s=2"]
@@ -184,8 +190,6 @@ def test_a_sweep_logs_its_outcomes_in_one_line_and_only_what_did_not_pass_call_b
 def test_health_urls_that_failed_last_time_are_asked_first(monkeypatch, targets, world):
     """A health URL that hung last sweep probably hangs again: the next sweep asks it before
     the others, so its deadline starts first. Other URLs keep their order."""
-    from webapp.probes.fetch import Fetcher
-
     _, first, _ = world
     services = [ServiceFactory(team=first.team, health_url=targets.url(f"/health?s={n}"), base_url=None)
                 for n in range(3)]
@@ -193,13 +197,7 @@ def test_health_urls_that_failed_last_time_are_asked_first(monkeypatch, targets,
     db.session.commit()
     probe_services(services, "schedule")
     assert runs.latest_results(services[2])["health"].outcome == "error"
-    asked, fetch = [], Fetcher.fetch
-
-    async def recording(self, url, **kwargs):
-        asked.append(url)
-        return await fetch(self, url, **kwargs)
-
-    monkeypatch.setattr(Fetcher, "fetch", recording)
+    asked = _record_fetches(monkeypatch)
     probe_services(services, "schedule")
     assert [url.split("?")[-1] for url in asked[:3]] == ["s=2", "s=0", "s=1"]
 
