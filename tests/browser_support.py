@@ -58,3 +58,10 @@ def page(chromium, live_server):
     yield page
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()
+
+
+def follow(page, selector: str) -> None:
+    """Click something that loads a page, and wait until that page has loaded: `click` returns
+    once the new URL is committed, and reading the page then can see a document not yet parsed."""
+    with page.expect_navigation():
+        page.click(selector)

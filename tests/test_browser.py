@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tests.browser_support import AXE_CANDIDATES
+from tests.browser_support import AXE_CANDIDATES, follow
 from tests.conftest import need
 from webapp.extensions import db
 from webapp.models import ProbeResult, ProbeRun, Service, ServiceCheck, utcnow
@@ -32,7 +32,7 @@ def test_new_user_assesses_a_service_without_page_reloads(page):
     page.click("text=Register a service")
     page.fill("input[name=name]", "Ledger API")
     page.fill("input[name=health_url]", "javascript:alert(1)")
-    page.click("main form button[type=submit]")
+    follow(page, "main form button[type=submit]")
     assert page.locator("text=full http:// or https:// URL").count() >= 1
     page.fill("input[name=health_url]", "https://ledger.example.test/health")
     page.click("main form button[type=submit]")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
+from tests.browser_support import follow
 from tests.factories import MembershipFactory, ServiceFactory, TeamFactory, UserFactory
 from tests.test_browser_history import sign_in
 from webapp import catalog
@@ -58,41 +59,41 @@ def test_dashboard_filters_sorts_searches_and_pages_keeping_state(page, app):
 
     assert page.locator("text=1–50 of 57 services").count() == 1
     page.select_option("#f-team", str(search.id))
-    page.click("form.dash-filters button[type=submit]")
+    follow(page, "form.dash-filters button[type=submit]")
     assert shown(page) == ["Calm search", "Failing search"]
     page.check("input[name=attention]")
-    page.click("form.dash-filters button[type=submit]")
+    follow(page, "form.dash-filters button[type=submit]")
     assert state(page.url) == {"team": [str(search.id)], "attention": ["1"]}
     assert shown(page) == ["Failing search"]
     assert page.locator("a.todo-count").text_content().split() == ["⚑", "1"]
 
     page.select_option("#f-verdict", "ready")  # needs attention and ready: nothing
-    page.click("form.dash-filters button[type=submit]")
+    follow(page, "form.dash-filters button[type=submit]")
     assert shown(page) == [] and page.locator("text=No service matches these filters.").count() == 1
     page.uncheck("input[name=attention]")
-    page.click("form.dash-filters button[type=submit]")
+    follow(page, "form.dash-filters button[type=submit]")
     assert shown(page) == ["Calm search"]
     assert state(page.url) == {"team": [str(search.id)], "verdict": ["ready"]}
 
     page.goto(f"{base}/?team={search.id}&attention=1")
-    page.click("a.todo-count")  # the count leads to that service's list
+    follow(page, "a.todo-count")  # the count leads to that service's list
     assert state(page.url) == {"service": [str(failing.id)]}
     assert page.locator("h1", has_text="Needs attention: Failing search").count() == 1
     assert page.locator("text=Calm search").count() == 0
 
     page.goto(base + "/")  # sort: the heading flips the direction and keeps the filters
     page.check("input[name=attention]")
-    page.click("form.dash-filters button[type=submit]")
-    page.click("th.sortable a:has-text('Score')")
+    follow(page, "form.dash-filters button[type=submit]")
+    follow(page, "th.sortable a:has-text('Score')")
     assert state(page.url) == {"attention": ["1"], "sort": ["score"]}
     assert page.locator("th[aria-sort=descending]", has_text="Score").count() == 1
     assert shown(page)[0] == "Failing search"  # the only one scored; unscored go last
-    page.click("th.sortable a:has-text('Service')")
-    page.click("th.sortable a:has-text('Service')")
+    follow(page, "th.sortable a:has-text('Service')")
+    follow(page, "th.sortable a:has-text('Service')")
     assert state(page.url) == {"attention": ["1"], "dir": ["desc"]}
     assert shown(page)[:2] == ["pay 54", "pay 53"]
 
-    page.click("nav.pagination a[rel=next]")  # pages keep the filter and the order
+    follow(page, "nav.pagination a[rel=next]")  # pages keep the filter and the order
     assert state(page.url) == {"attention": ["1"], "dir": ["desc"], "page": ["2"]}
     assert page.locator("text=51–56 of 56 services").count() == 1
     assert shown(page) == ["pay 04", "pay 03", "pay 02", "pay 01", "pay 00", "Failing search"]
@@ -102,10 +103,10 @@ def test_dashboard_filters_sorts_searches_and_pages_keeping_state(page, app):
     assert page.locator("input[name=dir]").get_attribute("value") == "desc"  # the form keeps the order
 
     page.fill("#f-q", "pay 1")  # search keeps the order, back to page 1
-    page.click("form.dash-filters button[type=submit]")
+    follow(page, "form.dash-filters button[type=submit]")
     assert state(page.url) == {"q": ["pay 1"], "attention": ["1"], "dir": ["desc"]}
     assert shown(page) == [f"pay {n}" for n in range(19, 9, -1)]
-    page.click("text=Clear")
+    follow(page, "text=Clear")
     assert state(page.url) == {} and page.locator("text=1–50 of 57 services").count() == 1
 
     for width in (1280, 1920):  # nothing clipped: the page and the table fit the window

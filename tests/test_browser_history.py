@@ -3,6 +3,7 @@ reviewed, and finds what needs attention; an admin offboards a leaver."""
 
 from __future__ import annotations
 
+from tests.browser_support import follow
 from tests.factories import PASSWORD, MembershipFactory, ServiceFactory, UserFactory
 from webapp.extensions import db
 
@@ -33,7 +34,7 @@ def test_runbook_written_edited_compared_and_reviewed(page):
     page.fill("textarea[name=body]", "# Ledger runbook\n\nRestart: `systemctl restart ledger.service`.\n\nRoll back: redeploy.")
     page.click("text=Save revision")
     page.wait_for_url(f"**/services/{service.id}/runbook")
-    page.click("text=Latest changes")
+    follow(page, "text=Latest changes")
     assert page.locator("tr.diff-remove").count() == 1 and page.locator("tr.diff-add").count() >= 2
     page.screenshot(path="/tmp/preflight-runbook-diff.png", full_page=True)
 
@@ -47,7 +48,7 @@ def test_runbook_written_edited_compared_and_reviewed(page):
     row = page.locator("tr", has_text="Ledger API").first
     assert row.count() == 1  # no owner, no on-call, never assessed…
     assert page.locator("tr.attention-runbook", has_text="Ledger API").count() == 0  # reviewed: not listed
-    page.click("a.tile:has-text('Missing owner or on-call')")
+    follow(page, "a.tile:has-text('Missing owner or on-call')")
     assert page.locator("tr.attention-ownership", has_text="Ledger API").count() == 1
     page.screenshot(path="/tmp/preflight-attention.png", full_page=True)
 
@@ -64,7 +65,7 @@ def test_admin_offboards_a_leaver(page):
     assert page.locator("td", has_text="Billing").count() == 1
     page.select_option("select[name=new_owner_id]", str(heir.id))
     page.check("input[name=disable]")
-    page.click("main form button[type=submit]")
+    follow(page, "main form button[type=submit]")
     assert page.locator("text=1 service handed over; Lea Ving's account is disabled.").count() == 1
     page.goto(f"{page.base}/services/{service.id}/owners")
     assert page.locator("td", has_text="Hugo Heir").count() >= 1
