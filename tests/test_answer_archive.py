@@ -89,3 +89,21 @@ def test_an_item_that_comes_back_gets_a_fresh_answer_beside_the_archived_one(set
     db.session.commit()
     rows = db.session.scalars(select(Answer).where(Answer.item_key == REMOVED).order_by(Answer.id)).all()
     assert [(a.status, a.archived_at is not None) for a in rows] == [("partial", True), ("met", False)]
+
+
+def test_the_assessment_page_shows_archived_answers_with_their_evidence(setup, client, auth):
+    user, assessment = setup
+    assessments.record_answer(assessment, REMOVED, "not_met", "no <rotation> yet", user)
+    assessments.add_evidence(assessment, REMOVED, "https://wiki.example.test/logs", "Rotation plan", user)
+    db.session.commit()
+    auth.login(user)
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    assert "no longer on the checklist" not in page  # nothing archived yet
+
+    assessments.upgrade(assessment, version_without(REMOVED, "1.1.0"), user)
+    db.session.commit()
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    section = page[page.index('id="archived-title"'):]
+    assert f"Log rotation configured <code class=\"small muted\">{REMOVED}</code>" in section  # the old title
+    assert "Not met" in section and "no &lt;rotation&gt; yet" in section  # escaped
+    assert 'href="https://wiki.example.test/logs"' in section and "Rotation plan" in section

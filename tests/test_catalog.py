@@ -215,6 +215,35 @@ def test_upgrade_page_offers_only_what_the_database_holds(app, client, auth, cus
     assert client.get(f"/assessments/{assessment.id}/upgrade").status_code == 200  # and keeps offering it
 
 
+def test_a_checklist_changed_back_is_offered_as_earlier_not_newer(app, client, auth, custom_dir):
+    """A file reverted to content stored before is current again; an assessment on the
+    later content is told the checklist went back, and the switch is not called an upgrade."""
+    (custom_dir / "custom.yaml").write_text(GOOD)
+    catalog.sync()
+    (custom_dir / "custom.yaml").write_text(GOOD.replace('"1.0.0"', '"1.1.0"'))
+    catalog.sync()
+    admin = UserFactory(is_admin=True)
+    assessment = assessments.start_assessment(ServiceFactory(), catalog.latest_version("custom"), admin)
+    db.session.commit()
+    auth.login(admin)
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    assert "newer version" not in page and "changed back" not in page  # on the current version
+    (custom_dir / "custom.yaml").write_text(GOOD)
+    catalog.sync()
+    db.session.commit()
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    assert "This checklist was changed back to an earlier version</strong> (v1.0.0" in page
+    assert "A newer version" not in page and "See what changed and switch" in page
+    page = client.get(f"/assessments/{assessment.id}/upgrade").get_data(as_text=True)
+    assert "v1.0.0 is not newer." in page and "Switch to v1.0.0" in page and "Upgrade to" not in page
+    (custom_dir / "custom.yaml").write_text(GOOD.replace('"1.0.0"', '"1.2.0"'))
+    catalog.sync()
+    db.session.commit()
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    assert "A newer version of this checklist is available</strong> (v1.2.0" in page
+    assert "Upgrade to v1.2.0" in client.get(f"/assessments/{assessment.id}/upgrade").get_data(as_text=True)
+
+
 def test_checklist_pages_and_start_page_do_not_load_files(app, client, auth, custom_dir):
     catalog.sync()
     admin = UserFactory(is_admin=True)

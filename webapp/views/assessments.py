@@ -119,6 +119,7 @@ def _load_page(assessment_id: int) -> Assessment:
         select(Assessment).where(Assessment.id == assessment_id)
         .options(selectinload(Assessment.answers).selectinload(Answer.evidence),
                  selectinload(Assessment.answers).selectinload(Answer.waivers),
+                 selectinload(Assessment.archived_answers).selectinload(Answer.evidence),
                  joinedload(Assessment.service).joinedload(Service.team),
                  joinedload(Assessment.checklist_version)))
     if assessment is None:
@@ -160,11 +161,26 @@ def _page_context(assessment: Assessment) -> dict:
     return dict(
         assessment=assessment, service=assessment.service, checklist=checklist, card=card,
         answers=answers, probes=_probe_views(assessment, checklist, answers),
+        archived=_archived_titles(assessment),
         can_edit=can_edit,
         can_waive=assessment.is_editable and can_manage_team(current_user, team),
         can_review=can_review(current_user), now=datetime.now(UTC), confirm_form=ConfirmForm(),
         **panel_context(assessment),
     )
+
+
+def _archived_titles(assessment: Assessment) -> list[tuple[Answer, str]]:
+    """The answers a checklist upgrade archived, each with its item's title from the newest
+    version of the checklist that still had the item (its key if none did)."""
+    if not assessment.archived_answers:
+        return []
+    titles: dict[str, str] = {}
+    versions = catalog.checklists_by_version()
+    for version_id in sorted(versions):  # ids grow with each stored version: newer titles win
+        checklist = versions[version_id]
+        if checklist.slug == assessment.checklist_version.slug:
+            titles.update((item.key, item.title) for item in checklist.items)
+    return [(answer, titles.get(answer.item_key, answer.item_key)) for answer in assessment.archived_answers]
 
 
 def _visible(item, answer, tier: int, which: str) -> bool:
@@ -191,6 +207,9 @@ def show(assessment_id: int):
     latest = catalog.latest_version(assessment.checklist_version.slug)
     context["newer_version"] = (latest if latest and latest.id != assessment.checklist_version_id
                                 and latest.loaded_at > assessment.checklist_version.loaded_at else None)
+    # Versions are numbered in the order their content was first stored: a current version
+    # stored before this assessment's is a checklist file changed back, not a newer checklist.
+    context["checklist_reverted"] = bool(latest and latest.id < assessment.checklist_version_id)
     context["visible"] = {
         item.key: _visible(item, context["answers"].get(item.key), assessment.service.tier, which)
         for item in context["checklist"].items}
@@ -452,7 +471,7 @@ def upgrade(assessment_id: int):
         return redirect(url_for("assessments.show", assessment_id=assessment.id))
     return render_template("assessments/upgrade.html", assessment=assessment, latest=latest, diff=diff,
                            old=assessments.checklist_for(assessment), new=catalog.checklist_of(latest),
-                           form=form)
+                           form=form, reverted=latest.id < assessment.checklist_version_id)
 
 
 def _parse_when(value: str | None) -> datetime | None:
