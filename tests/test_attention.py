@@ -331,7 +331,7 @@ def test_dashboard_filter_needs_attention_follows_the_rules_and_keeps_its_state(
     summary = page.split('aria-label="Summary"')[1].split("</section>")[0]
     assert '<span class="dash-tile-count">2</span>' in summary  # tiles count the filtered services
 
-    rows = list(csv.DictReader(io.StringIO(client.get("/dashboard.csv?attention=1").get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(client.get("/dashboard.csv?attention=1").get_data().decode("utf-8-sig"))))
     assert [(r["service"], r["attention_items"]) for r in rows] == [("Failing api", "1"), ("Unowned api", "2")]
     data = client.get("/dashboard.json").get_json()
     assert {s["service"]["name"]: s["attention_items"] for s in data["services"]} == {

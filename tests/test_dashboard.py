@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
@@ -284,9 +285,10 @@ def test_a_service_only_signed_off_shows_that_assessments_answered_share_and_blo
     row = row[:row.index("</tr>")]
     assert '<span title="Of the signed-off assessment">100%</span><span class="blockers"' in row
     assert "1 blocker" in row
-    exported = client.get("/dashboard.csv?q=signed+only").get_data(as_text=True).splitlines()
+    exported = client.get("/dashboard.csv?q=signed+only").get_data(as_text=True).removeprefix("\ufeff").splitlines()
     record = dict(zip(exported[0].split(","), exported[1].split(","), strict=True))
     assert (record["answered_pct"], record["blockers"], record["unanswered"]) == ("100.0", "1", "0")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", record["signed_off_at"])  # a date to a spreadsheet
     signed = client.get("/dashboard.json?q=signed+only").get_json()["services"][0]["signed_off"]
     assert (signed["answered_pct"], signed["blockers"]) == (100.0, 1)
     by_blockers = client.get("/?sort=blockers").get_data(as_text=True)  # most first
@@ -332,9 +334,10 @@ def test_csv_export_has_the_same_rows_in_the_same_order(client, person, portfoli
     ServiceFactory(team=portfolio["mine"], name="=HYPERLINK(\"http://evil.test\")", tier=3)
     db.session.commit()
     response = client.get("/dashboard.csv?sort=score&lifecycle=all")
-    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.status_code == 200 and response.content_type == "text/csv; charset=utf-8"
     assert "attachment" in response.headers["Content-Disposition"]
-    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert response.get_data().startswith(b"\xef\xbb\xbfservice_id,")  # UTF-8 with its mark, for Excel
+    rows = list(csv.DictReader(io.StringIO(response.get_data().decode("utf-8-sig"))))
     assert [r["service"] for r in rows] == [
         "Alpha gateway", "Old batch", "Beta ledger", "Gamma index", "'=HYPERLINK(\"http://evil.test\")", "Delta crawler"]
     alpha = rows[0]

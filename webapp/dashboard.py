@@ -741,13 +741,18 @@ def _cell(value) -> str | int | float:
         return ""
     if isinstance(value, str):
         return "'" + value if value[:1] in _FORMULA_START else value
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")  # UTC; with a "T" and microseconds, Excel kept text
+    if isinstance(value, date):
         return value.isoformat()
     return value
 
 
 def to_csv(rows: list[DashboardRow]) -> str:
+    """The rows as CSV for spreadsheets: a UTF-8 byte-order mark first (without it Excel
+    reads the file in the machine's legacy code page and garbles names like "Zoë")."""
     out = io.StringIO()
+    out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:

@@ -38,7 +38,7 @@ def _export_rows(*, trends: bool) -> list[dashboard.DashboardRow]:
 def export_csv():
     """The dashboard's rows (same filters, search and order) as CSV."""
     stamp = utcnow().strftime("%Y%m%d-%H%M")
-    return Response(dashboard.to_csv(_export_rows(trends=False)), mimetype="text/csv",
+    return Response(dashboard.to_csv(_export_rows(trends=False)), content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="preflight-dashboard-{stamp}.csv"'})
 
 
