@@ -97,6 +97,10 @@ def test_submit_sign_off_in_meeting_mode_download_and_verify(page, tmp_path):
     _login(page, cast.sre)
     _sign_in_meeting(page, assessment.id, "sre", "Olive, Sam, Mo")
     page.locator("text=Signed off. The assessment is frozen").wait_for()
+    # The room stays on the projector view: the decision slide says how it ended.
+    assert page.url.endswith(f"/assessments/{assessment.id}/meeting#slide-decision")
+    assert page.locator(".slide.is-current").get_attribute("id") == "slide-decision"
+    page.screenshot(path="/tmp/preflight-meeting-signed.png")
     db.session.expire_all()
     assert db.session.get(Assessment, assessment.id).state == "signed_off"
 

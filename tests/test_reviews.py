@@ -120,6 +120,31 @@ def test_tier_1_needs_owner_sre_and_security_to_sign_off(client, auth):
     assert db.session.scalar(select(func.count(AuditEvent.id)).where(AuditEvent.action == "signoff.approve")) == 3
 
 
+def test_a_meeting_stays_on_the_projector_view_when_the_review_ends(client, auth):
+    """The last sign-off, or a rejection, made in meeting mode returns to the meeting's
+    decision slide, which says how it ended and offers the signed report."""
+    cast = Cast(tier=3)
+    assessment = _submitted(cast)
+    _as(client, auth, cast.owner)
+    _decide(client, assessment.id, "owner", back="meeting")
+    _as(client, auth, cast.security)
+    response = _decide(client, assessment.id, "reviewer", back="meeting")
+    assert response.headers["Location"].endswith(f"/assessments/{assessment.id}/meeting#slide-decision")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    decision = page[page.index('id="slide-decision"'):]
+    report = db.session.scalar(select(Report).where(Report.assessment_id == assessment.id))
+    assert "Signed off. The assessment is frozen" in page and "✔ Signed off</strong>" in decision
+    assert f'href="/reports/{report.id}.pdf">Download signed report</a>' in decision
+    assert 'name="decision"' not in decision  # nothing left to sign
+
+    rejected = _submitted(Cast(tier=3))
+    _as(client, auth, rejected.service.owner)
+    response = _decide(client, rejected.id, "owner", decision="reject", comment="Not yet.", back="meeting")
+    assert response.headers["Location"].endswith(f"/assessments/{rejected.id}/meeting#slide-decision")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Rejected: the assessment is back in draft" in page and "This assessment is draft; there is nothing to sign." in page
+
+
 def test_tier_3_reviewer_role_is_anyone_with_a_reviewer_role(client, auth):
     cast = Cast(tier=3)
     assessment = _submitted(cast)

@@ -85,8 +85,11 @@ def meeting_context(assessment: Assessment, form=None) -> dict:
         items.sort(key=lambda i: (order.get(answers[i.key].status if i.key in answers else None, 2),
                                   not i.critical))
         slides.append((category, card.categories.get(category.key), items))
+    reports = (db.session.scalars(db.select(Report).where(Report.assessment_id == assessment.id)
+                                  .order_by(Report.id.desc())).all()
+               if assessment.state in ("signed_off", "superseded") else [])
     return dict(review_context(assessment, form), card=card, answers=answers, slides=slides,
-                trend=dashboard.score_trend(assessment.service),
+                trend=dashboard.score_trend(assessment.service), reports=reports,
                 blockers=[checklist.item(k) for k in card.blockers if checklist.item(k)])
 
 

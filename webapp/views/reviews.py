@@ -135,12 +135,14 @@ def decide(assessment_id: int):
         field.errors = [str(exc)]
         return _refuse(assessment, form, back)
     db.session.commit()
+    # In a meeting the room stays on the projector view, which says how it ended.
+    ended = target if back == "meeting" else url_for("assessments.show", assessment_id=assessment.id)
     if assessment.state == "signed_off":
         flash("Signed off. The assessment is frozen and its signed report is ready.", "success")
-        return redirect(url_for("assessments.show", assessment_id=assessment.id))
+        return redirect(ended)
     if signoff.decision == "reject":
         flash("Rejected: the assessment is back in draft, with your comments on its items.", "success")
-        return redirect(url_for("assessments.show", assessment_id=assessment.id))
+        return redirect(ended)
     flash(f"Your decision as “{signoff.role}” is recorded.", "success")
     return redirect(target)
 
