@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.factories import MembershipFactory, ServiceFactory, UserFactory
+from tests.signoff_helpers import answered_assessment
 from webapp import assessments, catalog, tokens
 from webapp.extensions import db
 from webapp.models import (
@@ -258,6 +259,33 @@ def test_request_and_decide_waiver(client, ctx):
     assert approved.status_code == 200 and approved.get_json()["approved_by"] == reviewer.email
     db.session.expire_all()
     assert db.session.get(Waiver, waiver_id).state == "approved"
+
+
+def test_submit_for_review_after_every_applicable_item_is_answered(client, ctx):
+    assessment = answered_assessment(ctx.service, ctx.user, skip=("log_rotation",))
+    db.session.commit()
+    url = f"/api/v1/assessments/{assessment.id}/submit"
+    refused = client.post(url, headers=ctx.headers)
+    assert refused.status_code == 409 and refused.get_json()["unanswered"] == ["log_rotation"]
+    assert refused.get_json()["detail"] == "1 applicable item still unanswered; answer every one before submitting."
+    outsider = MembershipFactory(role="maintainer")
+    _, other = tokens.create_token(outsider.user, "o", ["read", "write"], 30)
+    _, read_only = tokens.create_token(ctx.user, "r", ["read"], 30)
+    db.session.commit()
+    assert client.post(url, headers={"Authorization": f"Bearer {other}"}).status_code == 403
+    assert client.post(url, headers={"Authorization": f"Bearer {read_only}"}).status_code == 403
+    client.put(f"/api/v1/assessments/{assessment.id}/items/log_rotation/answer",
+               json={"status": "met"}, headers={**ctx.headers, "If-Match": "*"})
+
+    submitted = client.post(url, headers=ctx.headers)
+    assert submitted.status_code == 200, submitted.get_json()
+    assert submitted.get_json()["state"] == "in_review" and submitted.get_json()["submitted_at"]
+    db.session.expire_all()
+    stored = db.session.get(Assessment, assessment.id)
+    assert (stored.state, stored.review_round, stored.submitted_by_id) == ("in_review", 1, ctx.user.id)
+    assert db.session.scalar(select(AuditEvent.action).where(AuditEvent.action == "assessment.submit"))
+    again = client.post(url, headers=ctx.headers)
+    assert again.status_code == 409 and again.get_json()["detail"] == "Only a draft can be submitted for review."
 
 
 # Probes ----------------------------------------------------------------------------------

@@ -606,6 +606,26 @@ def get_assessment(assessment_id: int):
     return assessment_detail(assessment)
 
 
+@api.operation("POST", "/assessments/<int:assessment_id>/submit", summary="Submit a draft for review",
+               tag="Assessments", scope="write", response=s.AssessmentSummary, errors=(409,))
+def submit_assessment(assessment_id: int):
+    """Every applicable item must be answered first (a 409 lists the ones that are not).
+    Signing off stays a person's act in the browser, where the reviewers see the whole
+    assessment and the signed report is made."""
+    assessment = load(Assessment, assessment_id, "assessment")
+    allow_edit(assessment.service.team)
+    try:
+        assessments.submit_for_review(assessment, principal().user)
+    except assessments.SubmitBlocked as exc:
+        db.session.rollback()
+        raise ApiProblem(409, str(exc), kind="rule", title="Refused by a rule",
+                         unanswered=[item.key for item in exc.items]) from None
+    except assessments.AssessmentError as exc:
+        raise rule_broken(exc) from None
+    commit()
+    return assessment_summary(assessment)
+
+
 def _item_or_404(assessment: Assessment, item_key: str):
     item = assessments.checklist_for(assessment).item(item_key)
     if item is None:
