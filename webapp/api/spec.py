@@ -238,6 +238,13 @@ def require_scope(scope: str):
 
 def parse_query(model: type[BaseModel]) -> BaseModel:
     values = {key: request.args.get(key) for key in request.args}
+    unknown = sorted(set(values) - set(model.model_fields))
+    if unknown:  # `?lifecyle=live` would otherwise list every service, silently
+        known = ", ".join(model.model_fields)
+        raise ApiProblem(422, f"Unknown query parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+                         f"(this operation takes {known}).", kind="validation",
+                         errors=[{"field": key, "detail": f"Unknown query parameter; known: {known}."}
+                                 for key in unknown])
     refused = [{"field": key, "detail": "Text cannot contain NUL characters."}
                for key, value in values.items() if key in model.model_fields and "\x00" in value]
     if refused:  # PostgreSQL cannot compare text with NUL in it
