@@ -71,11 +71,19 @@ def test_query_validation_and_huge_ids_are_problems_not_500s(client, ctx):
     body = is_problem(client.get("/api/v1/teams?limit=1000", headers=ctx.headers), 422)
     assert body["errors"][0]["field"] == "limit"
     is_problem(client.get(f"/api/v1/assessments/{2**40}", headers=ctx.headers), 404)
+    is_problem(client.get(f"/api/v1/assessments/{10**25}", headers=ctx.headers), 404)
     is_problem(client.get("/api/v1/audit-events?object_id=99999999999", headers=ctx.headers), 422)
     body = is_problem(client.get("/api/v1/audit-events?team=a%00b", headers=ctx.headers), 422)
     assert body["errors"] == [{"field": "team", "detail": "Text cannot contain NUL characters."}]
     body = is_problem(client.get("/api/v1/audit-events?since=0001-01-01T00:00:00%2B05:00", headers=ctx.headers), 422)
     assert body["errors"][0]["field"] == "since"
+
+
+def test_an_unknown_query_parameter_is_refused_not_ignored(client, ctx):
+    body = is_problem(client.get("/api/v1/services?lifecyle=live", headers=ctx.headers), 422)  # a typo
+    assert body["detail"].startswith("Unknown query parameter: lifecyle (this operation takes ")
+    assert body["errors"][0]["field"] == "lifecyle" and "lifecycle" in body["errors"][0]["detail"]
+    assert client.get("/api/v1/services?lifecycle=live", headers=ctx.headers).status_code == 200
 
 
 def test_body_is_capped(client, ctx):

@@ -14,6 +14,7 @@ from markupsafe import escape
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from webapp.config import ConfigError, engine_options, load_settings
 
@@ -265,7 +266,18 @@ def register_request_hooks(app: Flask) -> None:
         return response
 
 
+class RowIdConverter(IntegerConverter):
+    """`<int:…>` in every route: ids are integer columns, so a larger number is a page that
+    does not exist (404), never a query the database refuses (SQLite: OverflowError past
+    2**63; PostgreSQL: "integer out of range" past 2**31)."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
 def register_blueprints(app: Flask) -> None:
+    app.url_map.converters["int"] = RowIdConverter  # before any rule is added
     from webapp.views import (
         assessments,
         attention,
