@@ -362,6 +362,16 @@ def test_retiring_a_service_withdraws_its_review_from_every_queue(client, auth, 
     assert reviews.queue_for(_fresh(User, cast.sre.id)) == []
     event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "assessment.withdraw"))
     assert event.object_id == assessment.id and event.before == {"state": "in_review"}
+    # The withdrawn draft is kept, read-only: it cannot be answered or sent back to review.
+    page = client.get(f"/assessments/{assessment.id}").get_data(as_text=True)
+    assert "This service is retired: its assessments are read-only" in page and "Submit for review" not in page
+    refused = client.post(f"/assessments/{assessment.id}/submit", follow_redirects=True)
+    assert "This service is retired" in refused.get_data(as_text=True)
+    refused = client.post(f"/assessments/{assessment.id}/items/{ITEM}/answer", data={"status": "not_met", "note": ""},
+                          headers={"HX-Request": "true"})
+    assert refused.status_code == 400 and "This service is retired" in refused.get_data(as_text=True)
+    withdrawn = _fresh(Assessment, assessment.id)
+    assert withdrawn.state == "draft" and assessments.answer_for(withdrawn, ITEM).status == "met"
     withdrawn.state = "in_review"  # however it got back there: a retired service is not signed off
     db.session.commit()
     _as(client, auth, cast.sre)

@@ -29,6 +29,8 @@ from webapp.presentation import render_note
 
 MAX_NOTE_CHARS = 20_000
 MAX_WAIVER_DAYS = 366
+RETIRED_READ_ONLY = ("This service is retired: its assessments are read-only and are not reviewed. "
+                     "Change its lifecycle back to assess it again.")
 
 
 class AssessmentError(ValueError):
@@ -241,6 +243,8 @@ def _require_open(assessment: Assessment) -> None:
     if assessment.state == "in_review":
         raise AssessmentError("This assessment is in review: answers are read-only until the "
                               "reviewers decide (a reject returns it to draft).")
+    if assessment.state == "draft" and assessment.service.lifecycle == "retired":
+        raise AssessmentError(RETIRED_READ_ONLY)
     if not assessment.is_editable:
         raise AssessmentError(f"This assessment is {assessment.state.replace('_', ' ')}; "
                               "it can no longer be changed. Start a re-assessment instead.")
@@ -452,6 +456,7 @@ def submit_for_review(assessment: Assessment, actor: User) -> None:
     the ones that are not). Each submit opens a new review round."""
     if assessment.state != "draft":
         raise AssessmentError("Only a draft can be submitted for review.")
+    _require_open(assessment)  # a retired service's draft is not reviewed
     answers, tier = answers_by_key(assessment), assessment.service.tier
     missing = [item for item in checklist_for(assessment).items if item.applies_to(tier)
                and (answers.get(item.key) is None or answers[item.key].status is None)]

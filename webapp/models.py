@@ -321,8 +321,9 @@ class Assessment(db.Model):
     @property
     def is_editable(self) -> bool:
         """Answers, evidence and waiver requests change only in a draft: in review they are
-        what the reviewers are deciding on, and a signed-off assessment is frozen."""
-        return self.state == "draft"
+        what the reviewers are deciding on, and a signed-off assessment is frozen. A retired
+        service is no longer assessed: its drafts are kept, read-only."""
+        return self.state == "draft" and self.service.lifecycle != "retired"
 
 
 class Answer(db.Model):

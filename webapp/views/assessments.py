@@ -161,7 +161,7 @@ def _page_context(assessment: Assessment) -> dict:
     return dict(
         assessment=assessment, service=assessment.service, checklist=checklist, card=card,
         answers=answers, probes=_probe_views(assessment, checklist, answers),
-        archived=_archived_titles(assessment),
+        archived=_archived_titles(assessment), retired_read_only=assessments.RETIRED_READ_ONLY,
         can_edit=can_edit,
         can_waive=assessment.is_editable and can_manage_team(current_user, team),
         can_review=can_review(current_user), now=datetime.now(UTC), confirm_form=ConfirmForm(),
