@@ -119,6 +119,21 @@ def test_evidence_urls_must_be_http(client, setup, url):
     assert count(Evidence) == 0
 
 
+def test_a_refused_evidence_link_comes_back_as_typed(client, setup):
+    _, _, assessment = setup
+    response = client.post(f"/assessments/{assessment.id}/items/{ITEM}/evidence",
+                           data={"url": "https://exa mple.test/<x>", "title": "Design \"v2\"", "expanded": "1"},
+                           headers={"HX-Request": "true"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400 and "Link not added" in page
+    assert 'value="https://exa mple.test/&lt;x&gt;" aria-invalid="true" autofocus' in page  # escaped, to correct
+    assert 'value="Design &#34;v2&#34;"' in page
+    added = client.post(f"/assessments/{assessment.id}/items/{ITEM}/evidence",
+                        data={"url": "https://wiki.example.test/x", "title": "Design", "expanded": "1"},
+                        headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'name="url" placeholder="https:// evidence link" required maxlength="2048" autocomplete="off" value=""' in added
+
+
 def test_evidence_add_and_remove(client, setup):
     _, _, assessment = setup
     client.post(f"/assessments/{assessment.id}/items/{ITEM}/evidence",
