@@ -345,6 +345,16 @@ def test_conditions_need_owner_and_future_due_date(client, auth, cast):
                        **{"conditions-0-text": "Something", "conditions-0-owner_id": str(cast.member.id),
                           "conditions-0-due_on": date.today().isoformat()})
     assert "due date must be in the future" in response.get_data(as_text=True)
+    response = _decide(client, assessment.id, "sre", "approve_with_conditions", "",
+                       **{"conditions-0-text": "Something", "conditions-0-owner_id": str(cast.member.id),
+                          "conditions-0-due_on": "2999-01-01"})
+    assert "A condition is due within two years" in response.get_data(as_text=True)
+    response = _decide(client, assessment.id, "sre", "approve_with_conditions", "",
+                       **{"conditions-1-text": "Something", "conditions-1-owner_id": str(cast.member.id),
+                          "conditions-1-due_on": "2026-02-30"})  # no such day
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400 and "<li>Condition 2, due date: Not a valid date value.</li>" in page
+    assert "{&#39;" not in page and "{'" not in page  # no Python dict shown
     assert db.session.scalar(select(func.count(SignOff.id))) == 0
     # Chosen with no condition at all: the conditions are open to fill in, not folded away.
     page = _decide(client, assessment.id, "sre", "approve_with_conditions", "").get_data(as_text=True)

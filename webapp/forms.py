@@ -296,7 +296,7 @@ class ConditionForm(FlaskForm):
     # Rows left blank are skipped; the view checks a filled row names a real person.
     owner_id = SelectField("Owner", coerce=lambda v: int(v) if v not in (None, "", "None") else None,
                            validate_choice=False)
-    due_on = DateField("Due", validators=[Optional()])
+    due_on = DateField("Due date", validators=[Optional()])
 
 
 class ItemCommentForm(FlaskForm):

@@ -34,6 +34,7 @@ DECISIONS = {
     "reject": "Reject",
 }
 MAX_CONDITIONS = 20
+MAX_CONDITION_DAYS = 731  # two years
 MAX_COMMENT_CHARS = 10_000
 
 
@@ -150,6 +151,8 @@ def decide(assessment: Assessment, actor: User, role: str, decision: str, commen
                 raise ReviewError("Every condition needs a description.")
             if condition.due_on <= today:
                 raise ReviewError("A condition's due date must be in the future.")
+            if condition.due_on > today + timedelta(days=MAX_CONDITION_DAYS):
+                raise ReviewError("A condition is due within two years: an action item, not a wish.")
     elif conditions:
         raise ReviewError("Conditions go with “approve with conditions” only.")
 

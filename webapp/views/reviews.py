@@ -150,6 +150,11 @@ def decide(assessment_id: int):
 def _refuse(assessment: Assessment, form: SignOffForm, back: str | None):
     # The post accepted any required role; the form shown again offers only the user's own.
     form.role.choices = choices((r, r) for r in reviews.roles_open_to(current_user, assessment))
+    # A sub-form's own errors (an impossible date) come per row as {field: [messages]}.
+    if any(not isinstance(error, str) for error in form.conditions.errors):
+        form.conditions.errors = [f"Condition {number}, {field.label.text.lower()}: {message}"
+                                  for number, entry in enumerate(form.conditions, start=1)
+                                  for field in entry.form for message in field.errors]
     if back == "meeting":
         from webapp.views.reports import meeting_context
 
