@@ -51,6 +51,7 @@ def test_dashboard_filters_sorts_searches_and_pages_keeping_state(page, app):
         ServiceFactory(team=payments, name=f"pay {number:02d}")  # no owner, never assessed
     looked_after(search, "Calm search", score=92.0, verdict="ready")
     failing = looked_after(search, "Failing search", score=40.0, verdict="not_ready")
+    failing.description = "Spec: https://wiki.example.test/" + "y" * 3000  # one long word: wraps, never widens
     db.session.add(ServiceCheck(service_id=failing.id, kind="health", outcome="fail", checked_at=utcnow(),
                                 changed_at=utcnow()))
     db.session.commit()
@@ -118,6 +119,8 @@ def test_dashboard_filters_sorts_searches_and_pages_keeping_state(page, app):
         page.screenshot(path=f"/tmp/preflight-dashboard-{width}.png", full_page=True)
 
     page.set_viewport_size({"width": 390, "height": 800})  # a phone: every link of the menu in view
+    page.goto(f"{base}/services/{failing.id}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.goto(f"{base}/")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     edges = page.evaluate("[...document.querySelectorAll('.nav-links a')].map(a => a.getBoundingClientRect().right)")
