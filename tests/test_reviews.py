@@ -496,6 +496,7 @@ def test_a_signed_off_assessment_refuses_every_change(client, auth, cast, mutati
         body = (client.get(response.headers["Location"]).get_data(as_text=True)
                 if status == 302 else response.get_data(as_text=True))
         assert text in body, (name, body[:2000])
+        assert "Someone changed this first" not in body  # a state, not a concurrent edit
         assert _fingerprint(assessment.id) == before
 
 
