@@ -34,6 +34,7 @@ def test_new_user_assesses_a_service_without_page_reloads(page):
     page.fill("input[name=health_url]", "javascript:alert(1)")
     follow(page, "main form button[type=submit]")
     assert page.locator("text=full http:// or https:// URL").count() >= 1
+    assert page.evaluate("document.activeElement.name") == "health_url"  # the wrong field, in view
     page.fill("input[name=health_url]", "https://ledger.example.test/health")
     page.click("main form button[type=submit]")
     page.wait_for_url("**/services/*")

@@ -82,6 +82,14 @@
     }
   }, true);
 
+  // ---- a refused form: its first wrong field in view, ready to correct -----------------
+  // (Deferred, this runs once the page is parsed; the wrong field wins over an autofocus.)
+  var wrong = document.querySelector("main [aria-invalid='true']");
+  if (wrong) {
+    document.querySelectorAll("[autofocus]").forEach(function (el) { if (el !== wrong) el.removeAttribute("autofocus"); });
+    wrong.focus();
+  }
+
   // ---- copy buttons, select-on-focus ------------------------------------------------
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy]");

@@ -45,14 +45,18 @@ def create():
 @login_required
 def show(team_id: int):
     """A team: its services with their verdicts and trends (from the read model), and members."""
-    team = db.get_or_404(Team, team_id)
+    return _team_page(db.get_or_404(Team, team_id), MemberForm())
+
+
+def _team_page(team: Team, member_form: MemberForm, status: int = 200):
+    """The team page; a refused member form is shown again with its errors and what was typed."""
     memberships = db.session.scalars(
         select(Membership).join(User).where(Membership.team_id == team.id)
         .options(contains_eager(Membership.user)).order_by(User.name)
     ).all()
     query = dashboard.Query(team=team.id, lifecycle="all")
     return render_template(
-        "teams/show.html", team=team, memberships=memberships, member_form=MemberForm(),
+        "teams/show.html", team=team, memberships=memberships, member_form=member_form,
         rows=dashboard.select_rows(query, current_user.id),
         summary=dashboard.summary(dashboard.Query(team=team.id), current_user.id),
         score_chart=charts.time_chart(timeline.team_series(team.id), title="Average score of the team's services, per day",
@@ -60,7 +64,7 @@ def show(team_id: int):
         confirm_form=ConfirmForm(), my_role=role_in(current_user, team),
         can_manage=can_manage_team(current_user, team),
         can_edit=can_edit_services(current_user, team),
-    )
+    ), status
 
 
 @bp.route("/<int:team_id>/edit", methods=["GET", "POST"])
@@ -90,22 +94,19 @@ def add_member(team_id: int):
     require(can_manage_team(current_user, team))
     form = MemberForm()
     if not form.validate_on_submit():
-        for name, errors in form.errors.items():  # flashed away from the form: say which field
-            for error in errors:
-                flash(f"{form[name].label.text}: {error}" if name in form else error, "error")
-        return redirect(url_for("teams.show", team_id=team.id))
+        return _team_page(team, form, 400)
     user = accounts.user_by_email(form.email.data)
     if user is None:
-        flash(f"No account uses {form.email.data}. An admin can invite them first.", "error")
-        return redirect(url_for("teams.show", team_id=team.id))
+        form.email.errors.append(f"No account uses {form.email.data}. An admin can invite them first.")
+        return _team_page(team, form, 400)
     try:
         registry.set_membership(team, user, form.role.data, current_user)
     except registry.RegistryError as exc:
         db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
-        flash(f"{user.name} is now {form.role.data} of {team.name}.", "success")
+        form.role.errors.append(str(exc))
+        return _team_page(team, form, 400)
+    db.session.commit()
+    flash(f"{user.name} is now {form.role.data} of {team.name}.", "success")
     return redirect(url_for("teams.show", team_id=team.id))
 
 
