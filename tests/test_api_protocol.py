@@ -89,7 +89,27 @@ def test_an_unknown_query_parameter_is_refused_not_ignored(client, ctx):
 def test_body_is_capped(client, ctx):
     response = client.post("/api/v1/teams", headers=ctx.headers,
                            json={"name": "x", "description": "y" * 300_000})
-    is_problem(response, 413)
+    assert is_problem(response, 413)["detail"] == "The body is larger than this operation takes (256 KiB at most)."
+
+
+def test_values_are_taken_strictly_and_said_in_plain_words(client, ctx):
+    body = is_problem(client.patch("/api/v1/teams/core", json={"description": "y" * 2001},
+                                   headers={**ctx.headers, "If-Match": "*"}), 422)
+    assert body["errors"][0]["detail"] == "String should have at most 2000 characters"
+    for tier in (True, 2.0, "2"):  # JSON's types: a boolean is no tier
+        body = is_problem(client.post("/api/v1/teams/core/services", json={"name": "Odd", "tier": tier},
+                                      headers=ctx.headers), 422)
+        assert body["errors"][0]["field"] == "tier"
+
+
+def test_an_if_match_that_can_never_match_says_why(client, ctx):
+    current = client.get("/api/v1/teams/core", headers=ctx.headers).headers["ETag"]
+    for sent in ("garbage", f"W/{current}"):
+        body = is_problem(client.patch("/api/v1/teams/core", json={"description": "d"},
+                                       headers={**ctx.headers, "If-Match": sent}), 412)
+        assert body["detail"].startswith(f"If-Match {sent} holds no strong ETag")
+    assert client.patch("/api/v1/teams/core", json={"description": "d"},
+                        headers={**ctx.headers, "If-Match": current}).status_code == 200
 
 
 def test_a_large_pdf_may_be_sent_for_verification(client, ctx):

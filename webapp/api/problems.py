@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from flask import Response, g
+from flask import Response, g, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -61,6 +61,8 @@ def from_http_exception(error: HTTPException) -> Response:
     detail = error.description or TITLES.get(code, "Error")
     if code == 404 and "requested URL was not found" in detail:
         detail = "There is no such API resource. The operations are listed at /api/v1/openapi.json."
+    if code == 413 and request.max_content_length:
+        detail = f"The body is larger than this operation takes ({request.max_content_length // 1024:,} KiB at most)."
     headers = {}
     if code == 405 and getattr(error, "valid_methods", None):
         headers["Allow"] = ", ".join(error.valid_methods)

@@ -57,7 +57,12 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+def text(**constraints):
+    """Text with length constraints and no NUL. The constraints come first: after a validator
+    pydantic words them as for a list ("at most 5000 items after validation")."""
+    return Annotated[str, StringConstraints(**constraints), AfterValidator(_no_nul)]
+
+
 Moment = Annotated[datetime, AfterValidator(_utc)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80),
                  AfterValidator(_no_nul)]
@@ -77,9 +82,10 @@ Outcome = Literal["pass", "warn", "fail", "error"]
 
 
 class Input(BaseModel):
-    """Request bodies: unknown fields are refused, so a typo never passes silently."""
+    """Request bodies: unknown fields are refused, so a typo never passes silently; values are
+    taken strictly as JSON types (`"tier": true` is not tier 1, a timestamp is not a date)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class Query(BaseModel):
@@ -129,12 +135,12 @@ class PageQuery(Query):
 
 class TeamIn(Input):
     name: Name
-    description: Annotated[Text, StringConstraints(max_length=2000)] = ""
+    description: text(max_length=2000) = ""
 
 
 class TeamPatch(Input):
     name: Name | None = None
-    description: Annotated[Text, StringConstraints(max_length=2000)] | None = None
+    description: text(max_length=2000) | None = None
 
 
 class TeamOut(Output):
@@ -151,7 +157,7 @@ class TeamPage(Page[TeamOut]):
 # Services -------------------------------------------------------------------------------
 
 class _ServiceFields(Input):
-    description: Annotated[Text, StringConstraints(max_length=5000)] | None = None
+    description: text(max_length=5000) | None = None
     tier: int | None = Field(None, ge=1, le=3, description="1 = most critical.")
     lifecycle: Lifecycle | None = None
     owner: Email | None = Field(None, description="The owner's account email.")
@@ -215,7 +221,7 @@ class ServiceQuery(PageQuery):
 # Assessments ----------------------------------------------------------------------------
 
 class AssessmentStart(Input):
-    checklist: Annotated[Text, StringConstraints(max_length=80)] = Field(
+    checklist: text(max_length=80) = Field(
         "production-readiness", description="A checklist slug; its newest version is used.")
     copy_previous: bool = Field(False, description="Re-assess: carry the latest assessment's answers over.")
 
@@ -298,7 +304,7 @@ class AssessmentOut(AssessmentSummary):
 
 class AnswerIn(Input):
     status: Status | None = Field(description="null clears the answer.")
-    note: Annotated[Text, StringConstraints(max_length=20_000)] = Field(
+    note: text(max_length=20_000) = Field(
         "", description="Markdown. Required for n_a and to override a probe's answer.")
 
 
@@ -309,7 +315,7 @@ class AnswerOut(Output):
 
 class EvidenceIn(Input):
     url: ProbeUrl  # the link check fetches it
-    title: Annotated[Text, StringConstraints(max_length=200)] = ""
+    title: text(max_length=200) = ""
 
 
 class EvidenceCreated(Output):
@@ -319,8 +325,8 @@ class EvidenceCreated(Output):
 
 
 class WaiverIn(Input):
-    reason: Annotated[Text, StringConstraints(min_length=1, max_length=5000)]
-    compensating_control: Annotated[Text, StringConstraints(min_length=1, max_length=5000)]
+    reason: text(min_length=1, max_length=5000)
+    compensating_control: text(min_length=1, max_length=5000)
     risk_owner: Email = Field(description="The risk owner's account email.")
     expires_on: date
 

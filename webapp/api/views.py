@@ -164,12 +164,18 @@ def if_match_tags() -> list[str]:
     if not header:
         raise ApiProblem(428, "Send If-Match with the ETag you last read, so a concurrent edit "
                          "is refused instead of overwritten.", kind="precondition-required")
-    return [tag.strip() for tag in header.split(",") if tag.strip()]
+    tags = [tag.strip() for tag in header.split(",") if tag.strip()]
+    # Strong comparison: a weak tag (W/"…") or one without its quotes can never match.
+    unusable = [tag for tag in tags if tag != "*" and not (len(tag) > 1 and tag[0] == tag[-1] == '"')]
+    if unusable and len(unusable) == len(tags):
+        raise ApiProblem(412, f"If-Match {header} holds no strong ETag: send the ETag header you read, "
+                         'quotes included (e.g. "v3"), or * to overwrite deliberately.', kind="stale")
+    return tags
 
 
 def check_if_match(current: str) -> None:
     tags = if_match_tags()
-    if "*" not in tags and current not in tags:  # strong comparison: W/ tags never match
+    if "*" not in tags and current not in tags:
         raise ApiProblem(412, "This resource changed since you read it (its ETag is now "
                          f"{current}). Read it again, then retry with the new ETag.",
                          kind="stale", headers={"ETag": current})
