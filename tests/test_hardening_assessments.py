@@ -190,6 +190,13 @@ def test_raw_html_stays_off():
     assert "<script>" not in html and "<img" not in html and 'href="javascript:' not in html
 
 
+def test_an_image_in_a_note_is_a_link_never_loaded():
+    html = render_markdown('![latency "p99" <b>](https://grafana.example.test/p99.png?a=1&b=2) ![x](javascript:alert(1))')
+    assert "<img" not in html and 'href="javascript:' not in html
+    assert ('<a href="https://grafana.example.test/p99.png?a=1&amp;b=2" rel="nofollow noopener noreferrer">'
+            '[image: latency &#34;p99&#34; &lt;b&gt;]</a>') in html
+
+
 @pytest.mark.parametrize("hostile", ["![" * 10_000, "[" * 20_000, "*a" * 10_000, ("[a](" + "a" * 796) * 25,
                                      ("http://x.y " + "a" * 89) * 200, "|a|\n" * 5_000])
 def test_hostile_notes_fall_back_to_plain_text(hostile):

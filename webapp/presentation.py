@@ -32,6 +32,18 @@ def _link_open(self, tokens, idx, options, env):
 
 _markdown.add_render_rule("link_open", _link_open)
 
+
+def _image_as_link(self, tokens, idx, options, env):
+    """An image in a note is a link to it: the pages' CSP loads no outside image (it showed
+    broken), and neither does the PDF; fetching it would also tell its host who read the note."""
+    token = tokens[idx]
+    src = token.attrGet("src") or ""
+    alt = self.renderInlineAsText(token.children or [], options, env) or src
+    return str(Markup('<a href="{}" rel="nofollow noopener noreferrer">{}</a>').format(src, f"[image: {alt}]"))
+
+
+_markdown.add_render_rule("image", _image_as_link)
+
 VERDICTS = {
     "ready": ("Ready", "verdict-ready", "✔"),
     "ready_with_conditions": ("Ready with conditions", "verdict-conditions", "◐"),
