@@ -102,6 +102,11 @@ def test_values_are_taken_strictly_and_said_in_plain_words(client, ctx):
         assert body["errors"][0]["field"] == "tier"
 
 
+def test_a_name_that_reads_backwards_is_refused(client, ctx):
+    body = is_problem(client.post("/api/v1/teams", json={"name": "Pay\u202eslitam"}, headers=ctx.headers), 422)
+    assert body["errors"][0]["detail"] == "Use visible characters only (no control or text-direction characters)."
+
+
 def test_an_if_match_that_can_never_match_says_why(client, ctx):
     current = client.get("/api/v1/teams/core", headers=ctx.headers).headers["ETag"]
     for sent in ("garbage", f"W/{current}"):

@@ -140,7 +140,11 @@ def test_duplicate_team_name_and_overlong_name(client, maintainer):
     assert response.status_code == 400 and "already exists" in response.get_data(as_text=True)
     response = client.post("/teams/new", data={"name": "t" * 81})
     assert response.status_code == 400 and "longer than 80" in response.get_data(as_text=True)
+    for spoof in ("Pay\u202eslitam", "Bell\x07"):  # reads backwards; a control character
+        response = client.post("/teams/new", data={"name": spoof})
+        assert response.status_code == 400 and "Use visible characters only" in response.get_data(as_text=True)
     assert count(Team) == 1
+    assert client.post("/teams/new", data={"name": "Data 👩\u200d💻"}).status_code == 302  # a joined emoji is fine
 
 
 def test_members_roles_and_last_maintainer(client, maintainer):

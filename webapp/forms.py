@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from urllib.parse import urlsplit
 
 from flask_wtf import FlaskForm
@@ -111,8 +112,19 @@ def _strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
+# Bidirectional embeddings, overrides and isolates: in a name they make the text read
+# differently from what it is ("Trojan Source"). Joiners (emoji sequences) stay allowed.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable_name(form, field) -> None:
+    """A name holds no control characters and no bidirectional overrides."""
+    if field.data and any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in field.data):
+        raise ValidationError("Use visible characters only (no control or text-direction characters).")
+
+
 class SignupForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[_strip])
+    name = StringField("Name", validators=[DataRequired(), Length(max=120), printable_name], filters=[_strip])
     email = EmailField("Email", validators=[DataRequired(), EMAIL, Length(max=254)], filters=[_strip])
     password = PasswordField("Password", validators=[DataRequired(), PASSWORD_LENGTH])
     confirm = PasswordField("Repeat password", validators=[EqualTo("password", "Passwords do not match.")])
@@ -146,18 +158,18 @@ class InviteForm(FlaskForm):
 
 
 class ProfileForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[_strip],
+    name = StringField("Name", validators=[DataRequired(), Length(max=120), printable_name], filters=[_strip],
                        description="How others see you: on answers, sign-offs and in the audit log.")
 
 
 class AcceptInviteForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[_strip])
+    name = StringField("Name", validators=[DataRequired(), Length(max=120), printable_name], filters=[_strip])
     password = PasswordField("Password", validators=[DataRequired(), PASSWORD_LENGTH])
     confirm = PasswordField("Repeat password", validators=[EqualTo("password", "Passwords do not match.")])
 
 
 class TeamForm(FlaskForm):
-    name = StringField("Team name", validators=[DataRequired(), Length(max=80)], filters=[_strip])
+    name = StringField("Team name", validators=[DataRequired(), Length(max=80), printable_name], filters=[_strip])
     description = TextAreaField("Description", validators=[Length(max=2000)], filters=[_strip])
 
     def validate_name(self, field) -> None:
@@ -172,7 +184,7 @@ class MemberForm(FlaskForm):
 
 
 class ServiceForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=80)], filters=[_strip])
+    name = StringField("Name", validators=[DataRequired(), Length(max=80), printable_name], filters=[_strip])
     slug = StringField(
         "Slug", description="Lower-case letters, digits and dashes; made from the name if empty.",
         validators=[Optional(), Length(max=80),

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from wtforms.validators import ValidationError as FormValidationError
 
-from webapp.forms import http_url, probe_target
+from webapp.forms import http_url, printable_name, probe_target
 
 MAX_INT = 2**31 - 1  # PostgreSQL integer columns
 
@@ -65,7 +65,7 @@ def text(**constraints):
 
 Moment = Annotated[datetime, AfterValidator(_utc)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80),
-                 AfterValidator(_no_nul)]
+                 AfterValidator(_no_nul), AfterValidator(_form_rule(printable_name))]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=80)]
 # The pattern documents the shape for clients (and fuzzers); `http_url` stays the rule.
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048),
