@@ -285,6 +285,9 @@ def test_waiver_request_approve_and_expire(app, client, auth, setup):
     assert response.status_code == 302
     waiver = db.session.scalar(select(Waiver))
     assert waiver.state == "requested"
+    again = client.post(url, data={"reason": "again", "compensating_control": "c", "risk_owner_id": str(user.id),
+                                   "expires_on": soon}).get_data(as_text=True)  # said above the form, not at the date
+    assert '<div class="flash flash-error" role="alert"><p>A waiver for this item is already waiting' in again
     # The maintainer is no reviewer: cannot approve their own waiver.
     assert client.post(f"/waivers/{waiver.id}/decide", data={"decision": "approve"}).status_code == 403
     reviewer = UserFactory(is_reviewer=True)

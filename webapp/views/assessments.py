@@ -359,6 +359,7 @@ def request_waiver(assessment_id: int, item_key: str):
         abort(404, description=f"“{item_key}” is not an item of this checklist.")
     form = WaiverForm()
     form.risk_owner_id.choices = choices((u.id, f"{u.name} <{u.email}>") for u in _people())
+    refused: list[str] = []
     if form.validate_on_submit():
         try:
             assessments.request_waiver(assessment, item_key, form.reason.data, form.compensating_control.data,
@@ -366,13 +367,15 @@ def request_waiver(assessment_id: int, item_key: str):
                                        current_user)
         except assessments.AssessmentError as exc:
             db.session.rollback()
-            form.expires_on.errors.append(str(exc))
+            # Beside the date when it is about the date; above the form otherwise.
+            about_the_date = "expiry" in str(exc) or "last at most" in str(exc)
+            (form.expires_on.errors if about_the_date else refused).append(str(exc))
         else:
             db.session.commit()
             flash("Waiver requested. A reviewer will approve or decline it.", "success")
             return redirect(url_for("assessments.show", assessment_id=assessment.id, _anchor=f"item-{item_key}"))
     return render_template("assessments/waiver.html", assessment=assessment, item=item,
-                           form=form), 400 if form.errors else 200
+                           form=form, refused=refused), 400 if form.errors or refused else 200
 
 
 @bp.post("/waivers/<int:waiver_id>/decide")
