@@ -70,7 +70,7 @@ def verify():
 
 
 def meeting_context(assessment: Assessment, form=None) -> dict:
-    from webapp.views.reviews import review_context
+    from webapp.views.reviews import issued_reports, review_context
 
     checklist = assessments.checklist_for(assessment)
     card = assessments.scorecard(assessment)
@@ -85,11 +85,8 @@ def meeting_context(assessment: Assessment, form=None) -> dict:
         items.sort(key=lambda i: (order.get(answers[i.key].status if i.key in answers else None, 2),
                                   not i.critical))
         slides.append((category, card.categories.get(category.key), items))
-    reports = (db.session.scalars(db.select(Report).where(Report.assessment_id == assessment.id)
-                                  .order_by(Report.id.desc())).all()
-               if assessment.state in ("signed_off", "superseded") else [])
     return dict(review_context(assessment, form), card=card, answers=answers, slides=slides,
-                trend=dashboard.score_trend(assessment.service), reports=reports,
+                trend=dashboard.score_trend(assessment.service), reports=issued_reports(assessment),
                 blockers=[checklist.item(k) for k in card.blockers if checklist.item(k)])
 
 

@@ -213,10 +213,18 @@ def _review_queue_count():
     return {"review_queue_count": count}
 
 
-def panel_context(assessment: Assessment) -> dict:
-    """What templates/reviews/_panel.html and the item cards need on the assessment page."""
+def issued_reports(assessment: Assessment) -> list:
+    """The signed reports of a signed-off (or since superseded) assessment, newest first."""
     from webapp.models import Report
 
+    if assessment.state not in ("signed_off", "superseded"):
+        return []
+    return db.session.scalars(select(Report).where(Report.assessment_id == assessment.id)
+                              .order_by(Report.id.desc())).all()
+
+
+def panel_context(assessment: Assessment) -> dict:
+    """What templates/reviews/_panel.html and the item cards need on the assessment page."""
     return {
         "review": {
             "required": reviews.required_roles(assessment),
@@ -224,9 +232,7 @@ def panel_context(assessment: Assessment) -> dict:
             "open_roles": reviews.roles_open_to(current_user, assessment),
             "signoffs": reviews.round_signoffs(assessment),
             "rejections": reviews.latest_rejection(assessment),
-            "reports": db.session.scalars(select(Report).where(Report.assessment_id == assessment.id)
-                                          .order_by(Report.id.desc())).all()
-            if assessment.state in ("signed_off", "superseded") else [],
+            "reports": issued_reports(assessment),
         },
         "review_comments": reviews.rejection_comments(assessment) if assessment.state == "draft" else {},
     }
