@@ -46,6 +46,10 @@ class SubmitBlocked(AssessmentError):
                          "still unanswered; answer every one before submitting.")
 
 
+class WaiverExpiryRefused(AssessmentError):
+    """A waiver's expiry date is refused (past, or more than a year out)."""
+
+
 class AnswerConflict(AssessmentError):
     """Someone else saved this item since the form was loaded."""
 
@@ -415,9 +419,9 @@ def request_waiver(assessment: Assessment, item_key: str, reason: str, compensat
         raise AssessmentError("Only an item answered “not met” or “partial” can be waived.")
     today = today or utcnow().date()
     if expires_on <= today:
-        raise AssessmentError("A waiver's expiry date must be in the future.")
+        raise WaiverExpiryRefused("A waiver's expiry date must be in the future.")
     if expires_on > today + timedelta(days=MAX_WAIVER_DAYS - 1):
-        raise AssessmentError("A waiver can last at most one year.")
+        raise WaiverExpiryRefused("A waiver can last at most one year.")
     if not reason.strip() or not compensating_control.strip():
         raise AssessmentError("A waiver needs a reason and a compensating control.")
     if any(w.state == "requested" for w in answer.waivers):

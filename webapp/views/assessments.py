@@ -368,7 +368,7 @@ def request_waiver(assessment_id: int, item_key: str):
         except assessments.AssessmentError as exc:
             db.session.rollback()
             # Beside the date when it is about the date; above the form otherwise.
-            about_the_date = "expiry" in str(exc) or "last at most" in str(exc)
+            about_the_date = isinstance(exc, assessments.WaiverExpiryRefused)
             (form.expires_on.errors if about_the_date else refused).append(str(exc))
         else:
             db.session.commit()
