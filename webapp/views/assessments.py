@@ -183,6 +183,13 @@ def _archived_titles(assessment: Assessment) -> list[tuple[Answer, str]]:
     return [(answer, titles.get(answer.item_key, answer.item_key)) for answer in assessment.archived_answers]
 
 
+def _changed_back(latest: ChecklistVersion, assessment: Assessment) -> bool:
+    """Whether the checklist's current version is content stored before this assessment's:
+    versions are numbered in the order their content was first stored, so that is a file
+    changed back, not a newer checklist."""
+    return latest.id < assessment.checklist_version_id
+
+
 def _visible(item, answer, tier: int, which: str) -> bool:
     status = answer.status if answer else None
     return {
@@ -207,9 +214,7 @@ def show(assessment_id: int):
     latest = catalog.latest_version(assessment.checklist_version.slug)
     context["newer_version"] = (latest if latest and latest.id != assessment.checklist_version_id
                                 and latest.loaded_at > assessment.checklist_version.loaded_at else None)
-    # Versions are numbered in the order their content was first stored: a current version
-    # stored before this assessment's is a checklist file changed back, not a newer checklist.
-    context["checklist_reverted"] = bool(latest and latest.id < assessment.checklist_version_id)
+    context["checklist_reverted"] = bool(latest and _changed_back(latest, assessment))
     context["visible"] = {
         item.key: _visible(item, context["answers"].get(item.key), assessment.service.tier, which)
         for item in context["checklist"].items}
@@ -474,7 +479,7 @@ def upgrade(assessment_id: int):
         return redirect(url_for("assessments.show", assessment_id=assessment.id))
     return render_template("assessments/upgrade.html", assessment=assessment, latest=latest, diff=diff,
                            old=assessments.checklist_for(assessment), new=catalog.checklist_of(latest),
-                           form=form, reverted=latest.id < assessment.checklist_version_id)
+                           form=form, reverted=_changed_back(latest, assessment))
 
 
 def _parse_when(value: str | None) -> datetime | None:
